@@ -1,0 +1,1 @@
+"""MRFNet reproduction in Caffe: command line, Caffe environment, training and scoring."""

@@ -1,0 +1,112 @@
+"""Access to the Caffe build: a clear import error, build facts, and isolation from Caffe's aborts.
+
+Caffe reports bad input with glog CHECK failures, which abort the whole process (SIGABRT). Work
+that can hit one (loading a prototxt, a caffemodel, a solver) runs through :func:`run_isolated`,
+which turns an abort in a child process into a :class:`CaffeError` carrying glog's own message.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import signal
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+SETUP_HINT = "run `bash tools/bootstrap.sh setup` from the repository to build and link Caffe"
+
+
+class CaffeNotAvailable(ImportError):
+    """pycaffe cannot be imported in this environment."""
+
+
+class CaffeError(RuntimeError):
+    """Caffe rejected its input: a failed CHECK, a fatal log line, or an exception in the child."""
+
+
+def import_caffe() -> ModuleType:
+    """Import pycaffe, or raise :class:`CaffeNotAvailable` saying how to get it."""
+    os.environ.setdefault("GLOG_minloglevel", "2")  # Caffe's INFO/WARNING lines are noise here
+    try:
+        import caffe
+    except ImportError as exc:
+        raise CaffeNotAvailable(f"pycaffe is not importable ({exc}); {SETUP_HINT}") from exc
+    return caffe
+
+
+def caffe_prefix(caffe: ModuleType) -> Path:
+    """The install prefix of a Caffe built by tools/install_caffe.sh (prefix/lib/python3/dist-packages/caffe)."""
+    return Path(caffe.__file__).resolve().parents[4]
+
+
+def build_info(caffe: ModuleType) -> dict[str, str]:
+    """The ``build-info.txt`` written by tools/install_caffe.sh, or {} for a Caffe built elsewhere."""
+    info_file = caffe_prefix(caffe) / "build-info.txt"
+    if not info_file.is_file():
+        return {}
+    pairs = (line.split(": ", 1) for line in info_file.read_text().splitlines() if ": " in line)
+    return {key: value for key, value in pairs}
+
+
+def _child_main(conn: Any, log_path: str, func: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log_fd, 2)  # glog writes to fd 2: keep it for the error message
+    try:
+        conn.send(("ok", func(*args, **kwargs)))
+    except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    finally:
+        conn.close()
+
+
+GLOG_PREFIX = re.compile(r"^([IWEF])\d{8} [\d:.]+ +\d+ ")  # "F20261124 23:53:10.448673  4909 "
+
+
+def _glog_failure(log_text: str) -> str:
+    """The error and fatal glog lines of a child's stderr (time stamps dropped), else its tail."""
+    lines = log_text.strip().splitlines()
+    errors = [GLOG_PREFIX.sub(r"\1 ", line) for line in lines if GLOG_PREFIX.match(line) and line[0] in "EF"]
+    return "\n".join(errors[-5:] or lines[-15:])
+
+
+def run_isolated(func: Callable[..., Any], *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+    """Run ``func(*args, **kwargs)`` in a fresh process and return its (picklable) result.
+
+    A Python exception in the child or a Caffe abort becomes a :class:`CaffeError` whose message
+    holds the child's error, so a caller never dies of a SIGABRT. ``func`` must be importable
+    (a module-level function), since the child is spawned, not forked.
+    """
+    context = multiprocessing.get_context("spawn")
+    parent_conn, child_conn = context.Pipe(duplex=False)
+    with tempfile.NamedTemporaryFile(prefix="mrfnet-caffe-", suffix=".log", delete=False) as log:
+        log_path = log.name
+    try:
+        process = context.Process(target=_child_main, args=(child_conn, log_path, func, args, kwargs))
+        process.start()
+        child_conn.close()
+        result = None
+        try:
+            if not parent_conn.poll(timeout):
+                process.kill()
+                process.join()
+                raise CaffeError(f"{func.__name__} did not finish within {timeout} s")
+            result = parent_conn.recv()
+        except EOFError:  # the child died before sending anything
+            pass
+        process.join()
+        log_text = Path(log_path).read_text(errors="replace")
+    finally:
+        os.unlink(log_path)
+    if result is None:
+        code = process.exitcode or 0
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        raise CaffeError(f"Caffe aborted ({how}) in {func.__name__}:\n{_glog_failure(log_text)}")
+    status, value = result
+    if status == "error":
+        raise CaffeError(f"{func.__name__} failed:\n{value}\n{_glog_failure(log_text)}".rstrip())
+    return value

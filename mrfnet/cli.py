@@ -1,0 +1,48 @@
+"""`mrfnet <command>`: one entry point with argparse subcommands, like `caffe <command>`.
+
+Each command lives in its own module, which adds its parser in ``setup_parser`` and sets
+``run``; errors the user can act on are reported in one line, with exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from mrfnet.caffe_env import CaffeError, CaffeNotAvailable
+
+# Modules with a `setup_parser(subparsers)`, one per command, in the order `--help` lists them.
+COMMANDS = (
+    "mrfnet.doctor",
+    "mrfnet.demo",
+)
+USER_ERRORS = (CaffeError, CaffeNotAvailable, FileNotFoundError, FileExistsError, ValueError)
+
+log = logging.getLogger("mrfnet")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mrfnet", description="MRFNet image deblurring, reproduced in Caffe.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        importlib.import_module(module).setup_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.run(args)
+    except USER_ERRORS as exc:
+        log.error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

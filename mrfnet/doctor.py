@@ -1,0 +1,151 @@
+"""`mrfnet doctor`: what Caffe build is in use and what it can do.
+
+Each capability is probed for real (a Python layer listed, a record read back through a Data
+layer from an LMDB, a GPU device opened) in a child process, since a failed probe may abort.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mrfnet.caffe_env import CaffeError, build_info, caffe_prefix, import_caffe, run_isolated
+
+LIBRARIES = ("numpy", "google.protobuf", "skimage", "cv2", "lmdb", "scipy")
+
+
+def _probe_caffe() -> dict[str, Any]:
+    caffe = import_caffe()
+    return {
+        "version": caffe.__version__,
+        "module": str(Path(caffe.__file__).parent),
+        "prefix": str(caffe_prefix(caffe)),
+        "build": build_info(caffe),
+        "python_layer": "Python" in caffe.layer_type_list(),
+        "layers": len(caffe.layer_type_list()),
+        "nccl": bool(caffe.has_nccl()),
+    }
+
+
+def _probe_lmdb_data_layer() -> str:
+    """Write one 3x2x2 Datum to an LMDB, read it back through a Data layer."""
+    import lmdb
+    import numpy as np
+
+    caffe = import_caffe()
+    from caffe.proto import caffe_pb2
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db_path = os.path.join(tmp, "probe.lmdb")
+        expected = np.arange(12, dtype=np.uint8).reshape(3, 2, 2)
+        datum = caffe_pb2.Datum(channels=3, height=2, width=2, data=expected.tobytes())
+        with lmdb.open(db_path, map_size=1 << 20) as env, env.begin(write=True) as txn:
+            txn.put(b"00000000", datum.SerializeToString())
+        net_spec = caffe.NetSpec()
+        net_spec.data = caffe.layers.Data(source=db_path, backend=caffe.params.Data.LMDB, batch_size=1)
+        proto_path = os.path.join(tmp, "probe.prototxt")
+        Path(proto_path).write_text(str(net_spec.to_proto()))
+        net = caffe.Net(proto_path, caffe.TEST)
+        net.forward()
+        read_back = net.blobs["data"].data.reshape(expected.shape)
+        if not np.array_equal(read_back, expected):
+            raise ValueError(f"the Data layer read {read_back.ravel()} for {expected.ravel()}")
+        return "a record written with lmdb was read back by a Data layer"
+
+
+def _probe_gpu() -> str:
+    caffe = import_caffe()
+    caffe.set_device(0)
+    caffe.set_mode_gpu()
+    return "device 0 opened"
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = getattr(importlib.import_module(name), "__version__", "?")
+        except ImportError:
+            versions[name] = "missing"
+    return versions
+
+
+def _caffe_cli() -> str:
+    beside_python = Path(sys.executable).parent / "caffe"  # tools/install_caffe.sh links it there
+    path = str(beside_python) if beside_python.exists() else shutil.which("caffe")
+    if path is None:
+        return "not found beside this Python nor on PATH"
+    result = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    return f"{path} ({(result.stdout or result.stderr).strip()})"
+
+
+def _outcome(func: Any) -> tuple[bool, str]:
+    try:
+        return True, str(run_isolated(func, timeout=120))
+    except CaffeError as exc:
+        return False, str(exc).strip().splitlines()[-1]
+
+
+def collect() -> dict[str, Any]:
+    """Everything `mrfnet doctor` reports, as a JSON-able dict."""
+    report: dict[str, Any] = {"executable": sys.executable, "libraries": _library_versions()}
+    try:
+        report["caffe"] = run_isolated(_probe_caffe, timeout=120)
+    except CaffeError as exc:
+        report["caffe"] = {"error": str(exc)}
+        return report
+    report["caffe_cli"] = _caffe_cli()
+    lmdb_ok, lmdb_detail = _outcome(_probe_lmdb_data_layer)
+    report["lmdb"] = {"ok": lmdb_ok, "detail": lmdb_detail}
+    gpu_ok, gpu_detail = _outcome(_probe_gpu)
+    report["gpu"] = {"ok": gpu_ok, "detail": gpu_detail}
+    return report
+
+
+def _format(report: dict[str, Any]) -> str:
+    caffe = report["caffe"]
+    lines = [f"python executable: {report['executable']}"]
+    if "error" in caffe:
+        lines.append(f"caffe: NOT AVAILABLE\n{caffe['error']}")
+    else:
+        build = caffe["build"]
+        lines += [
+            f"caffe: {caffe['version']} at {caffe['module']}",
+            f"caffe build: {build.get('source', 'not built by this project (no build-info.txt)')}",
+        ]
+        lines += [f"  {key}: {build[key]}" for key in ("key", "built", "patches", "cmake") if key in build]
+        lines += [
+            f"caffe CLI: {report['caffe_cli']}",
+            f"python layers: {'yes' if caffe['python_layer'] else 'NO'} ({caffe['layers']} layer types)",
+            f"LMDB data layer: {'yes' if report['lmdb']['ok'] else 'NO'} ({report['lmdb']['detail']})",
+            f"GPU: {'yes' if report['gpu']['ok'] else 'no'} ({report['gpu']['detail']})",
+            f"NCCL: {'yes' if caffe['nccl'] else 'no'}",
+        ]
+    lines.append("libraries: " + ", ".join(f"{k} {v}" for k, v in report["libraries"].items()))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = collect()
+    print(json.dumps(report, indent=2) if args.json else _format(report))
+    caffe = report["caffe"]
+    healthy = "error" not in caffe and caffe["python_layer"] and report["lmdb"]["ok"]
+    return 0 if healthy else 1
+
+
+def setup_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "doctor", help="report the Caffe build in use and its capabilities",
+        description="Report the Caffe build in use, its options, whether Python layers, LMDB and "
+        "GPU/NCCL work, and library versions. Exits 1 if Caffe, Python layers or LMDB are missing.")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(run=run)

@@ -1,0 +1,28 @@
+"""Install the MRFNet reproduction: the ``mrfnet`` command and its packages.
+
+Caffe itself is not a pip package; ``tools/install_caffe.sh`` builds it and links it into the
+environment (``tools/bootstrap.sh setup`` does both).
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="mrfnet",
+    version="0.1.0",
+    description="MRFNet (Multipath Refinement Fusion Network) image deblurring, reproduced in Caffe",
+    python_requires=">=3.11",
+    packages=find_packages(include=["mrfnet", "mrfnet.*", "netgen", "netgen.*", "data_prep", "data_prep.*"]),
+    install_requires=[
+        "numpy>=2,<3",
+        "scipy",
+        "scikit-image>=0.22",
+        "opencv-python-headless>=4.8",
+        "protobuf>=4.21",
+        "lmdb>=1.4",
+        "six",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest>=8", "pydot", "ruff"]},
+    entry_points={"console_scripts": ["mrfnet = mrfnet.cli:main"]},
+)
