@@ -67,7 +67,7 @@ def _child_main(conn: Any, log_path: str, func: Callable[..., Any], args: tuple,
 GLOG_PREFIX = re.compile(r"^([IWEF])\d{8} [\d:.]+ +\d+ ")  # "F20261124 23:53:10.448673  4909 "
 
 
-def _glog_failure(log_text: str) -> str:
+def glog_failure(log_text: str) -> str:
     """The error and fatal glog lines of a child's stderr (time stamps dropped), else its tail."""
     lines = log_text.strip().splitlines()
     errors = [GLOG_PREFIX.sub(r"\1 ", line) for line in lines if GLOG_PREFIX.match(line) and line[0] in "EF"]
@@ -105,8 +105,8 @@ def run_isolated(func: Callable[..., Any], *args: Any, timeout: float | None = N
     if result is None:
         code = process.exitcode or 0
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-        raise CaffeError(f"Caffe aborted ({how}) in {func.__name__}:\n{_glog_failure(log_text)}")
+        raise CaffeError(f"Caffe aborted ({how}) in {func.__name__}:\n{glog_failure(log_text)}")
     status, value = result
     if status == "error":
-        raise CaffeError(f"{func.__name__} failed:\n{value}\n{_glog_failure(log_text)}".rstrip())
+        raise CaffeError(f"{func.__name__} failed:\n{value}\n{glog_failure(log_text)}".rstrip())
     return value

@@ -50,10 +50,13 @@ ensure_python_packages() {
   local stamp="$venv/.mrfnet-pip-stamp" want
   want=$(cat "$repo/setup.py" <("$venv/bin/python" -V) | sha256sum | cut -c1-16)
   [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
-  say "installing Python packages (pip cache makes re-runs fast)"
-  "$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel >/dev/null \
-    || die "pip could not upgrade itself (is PyPI reachable?)"
-  "$venv/bin/python" -m pip install -q -e "$repo[test]" || die "pip install of the project failed"
+  local log="$venv/pip-install.log"
+  say "installing Python packages (pip cache makes re-runs fast); log: $log"
+  { "$venv/bin/python" -m pip install --upgrade pip setuptools wheel \
+      && "$venv/bin/python" -m pip install -e "$repo[test]"; } >"$log" 2>&1 || {
+    tail -n 20 "$log" >&2
+    die "pip install failed (is PyPI reachable?); full log: $log"
+  }
   echo "$want" > "$stamp"
 }
 

@@ -1,0 +1,131 @@
+"""The solving loop that runs in each training child process (one per GPU, or one on the CPU).
+
+It is the python/train.py pattern (one process per GPU joined by caffe.NCCL), with the solver
+type honoured (caffe.get_solver, not SGDSolver), a loop of single steps so the parent sees
+progress, the loss-weight schedule applied between steps, a NaN/inf guard, and SIGINT/SIGTERM
+turned into a snapshot before exiting. Messages to the parent go through a Pipe.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from mrfnet.caffe_env import import_caffe
+
+PROGRESS_EVERY = 1  # iterations between progress messages to the parent
+
+
+@dataclass
+class SolveJob:
+    """What one training child needs; picklable, built by mrfnet.train."""
+
+    solver_path: str
+    log_path: str
+    loss_schedule: list[tuple[int, list[float]]]  # (first iteration, per-scale weights), sorted
+    restore: str | None = None
+    weights: str | None = None
+    gpus: list[int] = field(default_factory=list)
+    rank: int = 0
+    nccl_uid: Any = None
+
+
+class _StopRequest:
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._set)
+
+    def _set(self, signum: int, _frame: Any) -> None:
+        self.signal = signum
+
+
+def _data_layer_index(net: Any) -> int:
+    return next(i for i, layer in enumerate(net.layers) if layer.type == "Data")
+
+
+def _fast_forward_data(net: Any, iterations: int) -> None:
+    """Consume the batches an interrupted run already used, so a resumed run sees the same data.
+
+    Caffe's solverstate holds weights, Adam moments and the iteration, but not the Data layer's
+    cursor or its crop/mirror RNG; both are seeded from random_seed at net set-up, so running
+    only the Data layer once per past iteration puts them where the uninterrupted run had them.
+    """
+    end = net._layer_names[_data_layer_index(net)]
+    for _ in range(iterations):
+        net.forward(end=end)
+
+
+def weights_at(schedule: list[tuple[int, list[float]]], iteration: int) -> list[float]:
+    """The per-scale weights in force at ``iteration``."""
+    current = schedule[0][1]
+    for start, weights in schedule:
+        if iteration >= start:
+            current = weights
+    return current
+
+
+def _setup_caffe(caffe: Any, job: SolveJob) -> None:
+    if job.gpus:
+        caffe.set_device(job.gpus[job.rank])
+        caffe.set_mode_gpu()
+        caffe.set_solver_count(len(job.gpus))
+        caffe.set_solver_rank(job.rank)
+        caffe.set_multiprocess(True)
+    else:
+        caffe.set_mode_cpu()
+
+
+def solve(job: SolveJob, conn: Any) -> None:
+    """Run the solver to max_iter, or until a stop signal or a non-finite loss; report to ``conn``."""
+    log_fd = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 2)  # Caffe's own log (glog on stderr) goes to the run folder
+    os.environ["GLOG_minloglevel"] = "0"
+    stop = _StopRequest()
+    caffe = import_caffe()
+    from mrfnet.layers import scale_loss_values, set_scale_loss_weights
+
+    _setup_caffe(caffe, job)
+    solver = caffe.get_solver(job.solver_path)
+    if job.restore:
+        solver.restore(job.restore)
+        _fast_forward_data(solver.net, solver.iter)
+    elif job.weights:
+        solver.net.copy_from(job.weights)
+    if job.gpus and len(job.gpus) > 1:
+        nccl = caffe.NCCL(solver, job.nccl_uid)
+        nccl.bcast()
+        solver.add_callback(nccl)
+        if solver.param.layer_wise_reduce:
+            solver.net.after_backward(nccl)
+    leader = job.rank == 0
+    max_iter = solver.param.max_iter
+    conn.send(("start", {"iteration": solver.iter, "max_iter": max_iter}))
+    weights = None
+    while solver.iter < max_iter and stop.signal is None:
+        wanted = weights_at(job.loss_schedule, solver.iter)
+        if wanted != weights:
+            set_scale_loss_weights(solver.net, wanted)
+            weights = wanted
+        solver.step(1)
+        losses = scale_loss_values(solver.net)
+        if not all(math.isfinite(v) for v in losses.values()):
+            conn.send(("nonfinite", {"iteration": solver.iter, "losses": losses}))
+            return  # no snapshot: the weights are already poisoned; the last periodic one stands
+        if leader and solver.iter % PROGRESS_EVERY == 0:
+            conn.send(("progress", {"iteration": solver.iter, "losses": losses, "weights": weights,
+                                    "lr": _learning_rate(solver)}))
+    snapshot_every = solver.param.snapshot
+    if leader and not (snapshot_every and solver.iter % snapshot_every == 0):
+        solver.snapshot()  # Caffe snapshots at multiples of `snapshot`; this covers a stop or the end
+    reason = "stopped" if stop.signal is not None else "finished"
+    conn.send((reason, {"iteration": solver.iter, "signal": stop.signal}))
+
+
+def _learning_rate(solver: Any) -> float:
+    """The `step` policy's rate used by the step just taken (pycaffe does not expose Caffe's)."""
+    param = solver.param
+    return param.base_lr * param.gamma ** ((solver.iter - 1) // param.stepsize)

@@ -1,0 +1,351 @@
+"""`mrfnet train`: the pycaffe training driver.
+
+A run lives in one folder: the resolved options, the command line, the generated train_val,
+deploy and solver prototxt, Caffe's own log (caffe.log), a per-iteration progress.csv and the
+snapshots. Solving happens in child processes (mrfnet.solve): one on the CPU or per GPU, joined
+by NCCL when there are several, so a Caffe abort is reported instead of killing the driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import multiprocessing
+import re
+import shlex
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from mrfnet.caffe_env import CaffeError, glog_failure, import_caffe, run_isolated
+from mrfnet.solve import SolveJob, solve
+from mrfnet.solver import HALVE_EVERY_EPOCHS, Schedule, write_solver
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_DIR = "snapshots"
+LOSS_SCHEDULES = ("coarse-to-fine", "uniform", "full-only")
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on a non-finite loss or a failed child process."""
+
+
+@dataclass
+class TrainOptions:
+    """Everything that defines a run; saved as options.json in the run folder."""
+
+    variant: str
+    data: str
+    run_dir: str
+    batch_size: int = 16
+    crop_size: int = 256
+    epochs: float = 50
+    iterations: int | None = None
+    base_lr: float = 1e-4
+    halve_every_epochs: float = HALVE_EVERY_EPOCHS
+    snapshot_every: int | None = None
+    loss: str = "native"
+    loss_schedule: str = "coarse-to-fine"
+    gpus: list[int] = field(default_factory=list)
+    seed: int = 0
+    weights: str | None = None
+
+
+@dataclass
+class TrainResult:
+    status: str  # "finished" or "stopped"
+    iteration: int
+    snapshot: Path | None
+    seconds: float
+
+
+def loss_schedule(name: str, max_iter: int, scales: int = 4) -> list[tuple[int, list[float]]]:
+    """Per-scale loss weights over the run, listed coarsest scale first.
+
+    ``uniform`` is Eq. 5 as written (every scale weighted equally). ``coarse-to-fine`` (default)
+    is our reading of the paper's "loss weight scheduling" with "four loss weight groups": the run
+    is cut into ``scales`` equal phases and phase p doubles the weight of scale p (coarsest first),
+    renormalised so the weights still sum to ``scales``. ``full-only`` trains the full-resolution
+    output alone: the single-L2 baseline of Fig. 5. Explicit schedules: "ITER:w1,w2,..;ITER:...".
+    """
+    if name == "uniform":
+        return [(0, [1.0] * scales)]
+    if name == "full-only":
+        return [(0, [0.0] * (scales - 1) + [float(scales)])]
+    if name == "coarse-to-fine":
+        schedule = []
+        for phase in range(scales):
+            raw = [2.0 if k == phase else 1.0 for k in range(scales)]
+            schedule.append((phase * max_iter // scales, [w * scales / sum(raw) for w in raw]))
+        return schedule
+    try:
+        schedule = [(int(start), [float(w) for w in weights.split(",")])
+                    for start, weights in (part.split(":") for part in name.split(";"))]
+    except ValueError as exc:
+        raise ValueError(f"loss schedule {name!r} is neither one of {LOSS_SCHEDULES} nor ITER:w1,..;ITER:..") from exc
+    if schedule[0][0] != 0 or any(len(w) != scales for _, w in schedule):
+        raise ValueError(f"an explicit loss schedule starts at iteration 0 and gives {scales} weights per step")
+    return sorted(schedule)
+
+
+def latest_solverstate(run_dir: Path) -> Path | None:
+    """The .solverstate with the highest iteration number in the run's snapshot folder."""
+    states = list((run_dir / SNAPSHOT_DIR).glob("*_iter_*.solverstate"))
+    return max(states, key=_iteration_of, default=None)
+
+
+def _iteration_of(path: Path) -> int:
+    return int(re.search(r"_iter_(\d+)\.", path.name).group(1))
+
+
+def _schedule(options: TrainOptions, records: int) -> Schedule:
+    gpus = max(1, len(options.gpus))
+    schedule = Schedule(records=records, batch_size=options.batch_size, gpus=gpus, epochs=options.epochs,
+                        halve_every_epochs=options.halve_every_epochs)
+    if options.iterations:
+        schedule = Schedule(records=records, batch_size=options.batch_size, gpus=gpus,
+                            epochs=options.iterations / schedule.iterations_per_epoch,
+                            halve_every_epochs=options.halve_every_epochs)
+    if options.snapshot_every:
+        schedule = Schedule(**{**asdict(schedule),
+                               "snapshot_every_epochs": options.snapshot_every / schedule.iterations_per_epoch})
+    return schedule
+
+
+def _check_gpus(gpus: list[int]) -> None:
+    if not gpus:
+        return
+    from mrfnet.doctor import _probe_caffe, _probe_gpu
+
+    try:
+        run_isolated(_probe_gpu, timeout=120)
+    except CaffeError as exc:
+        raise ValueError(f"--gpus needs a Caffe built with CUDA; this one is not ({exc}). "
+                         "Train on the CPU by leaving out --gpus.") from exc
+    if len(gpus) > 1 and not run_isolated(_probe_caffe, timeout=120)["nccl"]:
+        raise ValueError("several GPUs need a Caffe built with NCCL (USE_NCCL=ON)")
+
+
+def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
+    """Create the run folder with its options and generated prototxt; refuse an existing one."""
+    from data_prep.lmdb_writer import count_records
+    from netgen import build_deploy, build_train_val
+
+    run_dir = Path(options.run_dir)
+    if run_dir.exists():
+        raise FileExistsError(f"run folder {run_dir} exists: continue it with --resume, or choose another --run-dir")
+    data = Path(options.data)
+    train_lmdb, val_lmdb = data / "train_lmdb", data / "val_lmdb"
+    if not train_lmdb.is_dir():
+        raise FileNotFoundError(f"no training LMDB at {train_lmdb} (build one with `mrfnet data-prep`)")
+    if options.weights and not Path(options.weights).is_file():
+        raise FileNotFoundError(f"--weights {options.weights} does not exist")
+    loss_schedule(options.loss_schedule, 1)  # reject a malformed schedule before any work
+    schedule = _schedule(options, count_records(train_lmdb))
+
+    run_dir.mkdir(parents=True)
+    (run_dir / SNAPSHOT_DIR).mkdir()
+    (run_dir / "options.json").write_text(json.dumps(asdict(options), indent=2) + "\n")
+    (run_dir / "command.txt").write_text(shlex.join(argv) + "\n")
+    net = build_train_val(options.variant, train_source=str(train_lmdb.resolve()),
+                          val_source=str(val_lmdb.resolve()), batch_size=schedule.batch_per_gpu,
+                          crop_size=options.crop_size, loss=options.loss)
+    (run_dir / "train_val.prototxt").write_text(str(net))
+    (run_dir / "deploy.prototxt").write_text(
+        str(build_deploy(options.variant, height=options.crop_size, width=options.crop_size)))
+    val_records = count_records(val_lmdb) if val_lmdb.is_dir() else 0
+    schedule = Schedule(**{**asdict(schedule), "val_records": val_records})
+    write_solver(run_dir / "solver.prototxt", schedule, net=str((run_dir / "train_val.prototxt").resolve()),
+                 snapshot_prefix=str((run_dir / SNAPSHOT_DIR / options.variant).resolve()),
+                 base_lr=options.base_lr, seed=options.seed, gpu=bool(options.gpus))
+    log.info("run %s: %d records, batch %d (%d per GPU x %d), %d iterations/epoch, max_iter %d",
+             run_dir, schedule.records, schedule.batch_size, schedule.batch_per_gpu, schedule.gpus,
+             schedule.iterations_per_epoch, schedule.max_iter)
+    return run_dir
+
+
+def load_options(run_dir: Path) -> TrainOptions:
+    path = run_dir / "options.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no options.json)")
+    return TrainOptions(**json.loads(path.read_text()))
+
+
+class _ProgressLog:
+    """progress.csv (one row per iteration) and the tqdm bar."""
+
+    def __init__(self, run_dir: Path, start: int, total: int, batch_size: int) -> None:
+        path = run_dir / "progress.csv"
+        new = not path.exists()
+        self._file = path.open("a", newline="")
+        self._writer = csv.writer(self._file)
+        self._new = new
+        self._batch_size = batch_size
+        self._bar = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True, desc="train")
+        self._last = (time.monotonic(), start)
+
+    def update(self, info: dict[str, Any]) -> None:
+        losses = info["losses"]
+        if self._new:
+            self._writer.writerow(["iteration", "lr", *losses, *[f"weight_{k}" for k in losses]])
+            self._new = False
+        self._writer.writerow([info["iteration"], info["lr"], *losses.values(), *info["weights"]])
+        now = time.monotonic()
+        images_per_s = (info["iteration"] - self._last[1]) * self._batch_size / max(now - self._last[0], 1e-9)
+        self._last = (now, info["iteration"])
+        self._bar.set_postfix_str(" ".join(f"{k}={v:.4g}" for k, v in losses.items())
+                                  + f" lr={info['lr']:.2e} img/s={images_per_s:.1f}")
+        self._bar.update(info["iteration"] - self._bar.n)
+
+    def close(self) -> None:
+        self._bar.close()
+        self._file.close()
+
+
+def train(run_dir: Path, *, resume: bool = False) -> TrainResult:
+    """Solve the run in ``run_dir`` to its max_iter (or until stopped); resume from its last solverstate."""
+    options = load_options(run_dir)
+    _check_gpus(options.gpus)
+    import_caffe()
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+
+    solver_param = text_format.Parse((run_dir / "solver.prototxt").read_text(), caffe_pb2.SolverParameter())
+    restore = latest_solverstate(run_dir) if resume else None
+    if resume and restore is None:
+        log.warning("no solverstate in %s yet: starting from iteration 0", run_dir / SNAPSHOT_DIR)
+    start = _iteration_of(restore) if restore else 0
+    schedule = loss_schedule(options.loss_schedule, solver_param.max_iter)
+    gpus = options.gpus
+    nccl_uid = None
+    if len(gpus) > 1:
+        import caffe
+
+        nccl_uid = caffe.NCCL.new_uid()  # the parent owns NCCL's bootstrap root, as in python/train.py
+    jobs = [SolveJob(solver_path=str(run_dir / "solver.prototxt"), log_path=str(run_dir / "caffe.log"),
+                     loss_schedule=schedule, restore=str(restore) if restore else None,
+                     weights=None if restore else options.weights, gpus=gpus, rank=rank, nccl_uid=nccl_uid)
+             for rank in range(max(1, len(gpus)))]
+    log.info("training %s from iteration %d to %d on %s", options.variant, start, solver_param.max_iter,
+             f"GPUs {gpus}" if gpus else "the CPU")
+    return _supervise(run_dir, jobs, start, solver_param.max_iter, options.batch_size)
+
+
+def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, batch_size: int) -> TrainResult:
+    context = multiprocessing.get_context("spawn")
+    processes, connections = [], []
+    for job in jobs:
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=solve, args=(job, sender), name=f"solver-rank{job.rank}")
+        process.start()
+        sender.close()
+        processes.append(process)
+        connections.append(receiver)
+
+    def forward_signal(signum: int, _frame: Any) -> None:
+        log.warning("signal %s: the solver snapshots, then stops", signal.Signals(signum).name)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: the child's handler snapshots and exits
+
+    previous = {s: signal.signal(s, forward_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    progress = _ProgressLog(run_dir, start, max_iter, batch_size)
+    began = time.monotonic()
+    outcome: tuple[str, dict] | None = None
+    try:
+        open_connections = list(connections)
+        while open_connections:
+            for conn in wait(open_connections):
+                try:
+                    kind, info = conn.recv()
+                except EOFError:
+                    open_connections.remove(conn)
+                    continue
+                if kind == "progress":
+                    progress.update(info)
+                elif kind in ("finished", "stopped", "nonfinite") and conn is connections[0]:
+                    outcome = (kind, info)
+                elif kind == "nonfinite":
+                    outcome = outcome or (kind, info)
+        for process in processes:
+            process.join()
+    finally:
+        progress.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    seconds = time.monotonic() - began
+    snapshot = _latest_caffemodel(run_dir)
+    if outcome is None:
+        failure = glog_failure((run_dir / "caffe.log").read_text(errors="replace"))
+        codes = [p.exitcode for p in processes]
+        raise CaffeError(f"the solver process died (exit codes {codes}); from {run_dir / 'caffe.log'}:\n{failure}")
+    kind, info = outcome
+    if kind == "nonfinite":
+        raise TrainingError(f"the loss became non-finite at iteration {info['iteration']} ({info['losses']}); "
+                            f"training stopped; last good snapshot: {snapshot or 'none yet'}. "
+                            "Lower --base-lr or check the data.")
+    log.info("%s at iteration %d after %.1f s; latest snapshot %s", kind, info["iteration"], seconds, snapshot)
+    return TrainResult(status=kind, iteration=info["iteration"], snapshot=snapshot, seconds=seconds)
+
+
+def _latest_caffemodel(run_dir: Path) -> Path | None:
+    return max((run_dir / SNAPSHOT_DIR).glob("*_iter_*.caffemodel"), key=_iteration_of, default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume:
+        if args.weights:
+            raise ValueError("--resume continues a run from its solverstate; --weights starts a new one: pick one")
+        run_dir = Path(args.run_dir)
+    else:
+        options = TrainOptions(
+            variant=args.variant, data=str(args.data), run_dir=str(args.run_dir), batch_size=args.batch_size,
+            crop_size=args.crop_size, epochs=args.epochs, iterations=args.iterations, base_lr=args.base_lr,
+            halve_every_epochs=args.halve_every_epochs, snapshot_every=args.snapshot_every, loss=args.loss,
+            loss_schedule=args.loss_schedule, gpus=args.gpus, seed=args.seed,
+            weights=str(args.weights) if args.weights else None)
+        run_dir = prepare_run(options, ["mrfnet", *sys.argv[1:]])
+    result = train(run_dir, resume=args.resume)
+    return 130 if result.status == "stopped" else 0
+
+
+def _gpu_list(text: str) -> list[int]:
+    try:
+        return [int(g) for g in text.split(",") if g != ""]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--gpus takes device ids like 0,1,2,3, not {text!r}") from exc
+
+
+def setup_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train a variant with Adam (CPU, one GPU or several with NCCL)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", required=True, type=Path, help="the run folder (must not exist unless --resume)")
+    parser.add_argument("--resume", action="store_true", help="continue the run folder from its latest solverstate")
+    parser.add_argument("--variant", default="mrfnet", help="refinenet, lwrefinenet, rcrefinenet or mrfnet")
+    parser.add_argument("--data", type=Path, default=Path("data/embedded"),
+                        help="data_prep output folder holding train_lmdb (and val_lmdb)")
+    parser.add_argument("--batch-size", type=int, default=16, help="total batch over all GPUs (paper: 16)")
+    parser.add_argument("--crop-size", type=int, default=256, help="random crop side (paper: 256)")
+    parser.add_argument("--epochs", type=float, default=50, help="epochs (paper: 50 GOPRO, 70 VisDrone)")
+    parser.add_argument("--iterations", type=int, help="train this many iterations instead of --epochs")
+    parser.add_argument("--base-lr", type=float, default=1e-4, help="Adam's initial learning rate (paper: 1e-4)")
+    parser.add_argument("--halve-every-epochs", type=float, default=HALVE_EVERY_EPOCHS,
+                        help="halve the learning rate every this many epochs (paper: 10)")
+    parser.add_argument("--snapshot-every", type=int, help="snapshot interval in iterations (default: one epoch)")
+    parser.add_argument("--loss", choices=("native", "python"), default="native",
+                        help="scale refinement loss as native EuclideanLoss layers or the Python layer")
+    parser.add_argument("--loss-schedule", default="coarse-to-fine",
+                        help=f"per-scale loss weights over the run: {', '.join(LOSS_SCHEDULES)} or ITER:w1,..;..")
+    parser.add_argument("--gpus", type=_gpu_list, default=[], help="GPU ids, e.g. 0,1,2,3 (default: CPU)")
+    parser.add_argument("--seed", type=int, default=0, help="Caffe's random_seed (crops, mirrors, fillers)")
+    parser.add_argument("--weights", type=Path, help="fine-tune from this caffemodel (exclusive with --resume)")
+    parser.set_defaults(run=run)
