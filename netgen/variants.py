@@ -1,0 +1,61 @@
+"""The four ablation variants of the paper's Table V, and the Table I numbers the builder uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What one ablation variant switches on.
+
+    ``lightweight``: the lightweight process of Sec. III.B (LW-RCU bottleneck, 1x1 CRP and fusion
+    convolutions, Table I's mixed 1x1/3x3 MRF kernels). ``residual``: the MRF unit of Eq. 3 after each
+    fusion ("residual connection to fusion unit") and the remote residual connections between paths.
+    """
+
+    name: str
+    lightweight: bool
+    residual: bool
+
+
+VARIANTS = {v.name: v for v in (
+    Variant("refinenet", lightweight=False, residual=False),
+    Variant("lwrefinenet", lightweight=True, residual=False),
+    Variant("rcrefinenet", lightweight=False, residual=True),
+    Variant("mrfnet", lightweight=True, residual=True),
+)}
+
+# Table I's encoder (name, kernel, output channels, stride, pad), with the strides and paddings that
+# make it work: 1x1 convolutions take pad 0, and Conv3, Conv5 and Conv7 halve the size (stride 2).
+ENCODER = (
+    ("Conv1", 5, 32, 1, 2),
+    ("Conv2", 1, 64, 1, 0),
+    ("Conv3", 5, 128, 2, 2),
+    ("Conv4", 1, 128, 1, 0),
+    ("Conv5", 3, 256, 2, 1),
+    ("Conv6", 1, 256, 1, 0),
+    ("Conv7", 3, 256, 2, 1),
+    ("Conv8", 1, 256, 1, 0),
+)
+# Refinement paths r1 (coarsest, 1/8 of the input) to r4 (full resolution): the encoder layer each
+# one starts from, and its width (Table I's conv_r{k}_1 widths).
+PATH_INPUTS = ("Conv8", "Conv6", "Conv4", "Conv2")
+PATH_WIDTHS = (256, 128, 64, 32)
+SCALES = len(PATH_WIDTHS)
+STRIDE = 2 ** (SCALES - 1)  # the coarsest path's downsampling factor
+# Kernels of conv_r{k}_m1..m4 in MRFNet: Table I, with "3x1" read as 1x1 (r1) and the missing
+# conv_r2_m1 taken as 3x3 like every other m1. RCRefineNet (not lightweight) uses 3x3 throughout.
+MRF_KERNELS = ((3, 1, 3, 1), (3, 1, 3, 1), (3, 1, 3, 1), (3, 3, 1, 3))
+BOTTLENECK_RATIO = 2  # LW-RCU middle width = path width / 2 (the paper gives none)
+RCUS_BEFORE_FUSION = 2
+RCUS_AFTER_CRP = 3
+CRP_STAGES = 2
+
+
+def get_variant(name: str) -> Variant:
+    """The variant called ``name``; ValueError naming the known ones otherwise."""
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}") from None
