@@ -17,6 +17,10 @@ from mrfnet.caffe_env import CaffeError, CaffeNotAvailable
 COMMANDS = (
     "mrfnet.doctor",
     "mrfnet.demo",
+    "netgen.cli",
+    "mrfnet.solver",
+    "mrfnet.train",
+    "mrfnet.plot_log",
 )
 USER_ERRORS = (CaffeError, CaffeNotAvailable, FileNotFoundError, FileExistsError, ValueError)
 

@@ -26,6 +26,7 @@ class SolveJob:
     solver_path: str
     log_path: str
     loss_schedule: list[tuple[int, list[float]]]  # (first iteration, per-scale weights), sorted
+    edge_alpha_from: int = 0  # iteration from which the edge branch reads refined instead of blurred input
     restore: str | None = None
     weights: str | None = None
     gpus: list[int] = field(default_factory=list)
@@ -87,8 +88,10 @@ def solve(job: SolveJob, conn: Any) -> None:
     stop = _StopRequest()
     caffe = import_caffe()
     from mrfnet.layers import scale_loss_values, set_scale_loss_weights
+    from mrfnet.layers.edge import set_edge_alpha, train_discriminators
 
     _setup_caffe(caffe, job)
+    param = _solver_parameter(job.solver_path)  # pycaffe's solver.param exposes only a few fields
     solver = caffe.get_solver(job.solver_path)
     if job.restore:
         solver.restore(job.restore)
@@ -99,10 +102,10 @@ def solve(job: SolveJob, conn: Any) -> None:
         nccl = caffe.NCCL(solver, job.nccl_uid)
         nccl.bcast()
         solver.add_callback(nccl)
-        if solver.param.layer_wise_reduce:
+        if param.layer_wise_reduce:
             solver.net.after_backward(nccl)
     leader = job.rank == 0
-    max_iter = solver.param.max_iter
+    max_iter = param.max_iter
     conn.send(("start", {"iteration": solver.iter, "max_iter": max_iter}))
     weights = None
     while solver.iter < max_iter and stop.signal is None:
@@ -110,22 +113,41 @@ def solve(job: SolveJob, conn: Any) -> None:
         if wanted != weights:
             set_scale_loss_weights(solver.net, wanted)
             weights = wanted
+        set_edge_alpha(solver.net, 1.0 if solver.iter >= job.edge_alpha_from else 0.0)
         solver.step(1)
-        losses = scale_loss_values(solver.net)
+        train_discriminators(solver.net)  # the edge GAN's alternating step; nothing without --edge
+        losses = {**scale_loss_values(solver.net), **_edge_loss_values(solver.net)}
         if not all(math.isfinite(v) for v in losses.values()):
             conn.send(("nonfinite", {"iteration": solver.iter, "losses": losses}))
             return  # no snapshot: the weights are already poisoned; the last periodic one stands
         if leader and solver.iter % PROGRESS_EVERY == 0:
             conn.send(("progress", {"iteration": solver.iter, "losses": losses, "weights": weights,
-                                    "lr": _learning_rate(solver)}))
-    snapshot_every = solver.param.snapshot
+                                    "lr": _learning_rate(param, solver.iter)}))
+    snapshot_every = param.snapshot
     if leader and not (snapshot_every and solver.iter % snapshot_every == 0):
         solver.snapshot()  # Caffe snapshots at multiples of `snapshot`; this covers a stop or the end
     reason = "stopped" if stop.signal is not None else "finished"
     conn.send((reason, {"iteration": solver.iter, "signal": stop.signal}))
 
 
-def _learning_rate(solver: Any) -> float:
+def _edge_loss_values(net: Any) -> dict[str, float]:
+    """The edge branch's loss tops (weighted, as Caffe sums them), when the net has the branch."""
+    from netgen.edge import EDGE_LOSS_TOPS
+
+    return {top: net.blobs[top].data.item() * net.blobs[top].diff.item() for top in EDGE_LOSS_TOPS
+            if top in net.blobs}
+
+
+def _solver_parameter(path: str) -> Any:
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+
+    with open(path) as file:
+        return text_format.Parse(file.read(), caffe_pb2.SolverParameter())
+
+
+def _learning_rate(param: Any, iteration: int) -> float:
     """The `step` policy's rate used by the step just taken (pycaffe does not expose Caffe's)."""
-    param = solver.param
-    return param.base_lr * param.gamma ** ((solver.iter - 1) // param.stepsize)
+    if param.lr_policy != "step":
+        return param.base_lr
+    return param.base_lr * param.gamma ** ((iteration - 1) // param.stepsize)

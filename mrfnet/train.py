@@ -28,6 +28,7 @@ from tqdm import tqdm
 from mrfnet.caffe_env import CaffeError, glog_failure, import_caffe, run_isolated
 from mrfnet.solve import SolveJob, solve
 from mrfnet.solver import HALVE_EVERY_EPOCHS, Schedule, write_solver
+from netgen.variants import VARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class TrainOptions:
     gpus: list[int] = field(default_factory=list)
     seed: int = 0
     weights: str | None = None
+    edge: bool = False
+    edge_alpha_at: float = 0.5
 
 
 @dataclass
@@ -137,8 +140,8 @@ def _check_gpus(gpus: list[int]) -> None:
 
 def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
     """Create the run folder with its options and generated prototxt; refuse an existing one."""
-    from data_prep.lmdb_writer import count_records
-    from netgen import build_deploy, build_train_val
+    from data_prep.records import count_records
+    from netgen import EdgeOptions, build_deploy, build_train_val
 
     run_dir = Path(options.run_dir)
     if run_dir.exists():
@@ -149,6 +152,8 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
         raise FileNotFoundError(f"no training LMDB at {train_lmdb} (build one with `mrfnet data-prep`)")
     if options.weights and not Path(options.weights).is_file():
         raise FileNotFoundError(f"--weights {options.weights} does not exist")
+    if not 0 <= options.edge_alpha_at <= 1:
+        raise ValueError(f"--edge-alpha-at is a fraction of the run in [0, 1], got {options.edge_alpha_at}")
     loss_schedule(options.loss_schedule, 1)  # reject a malformed schedule before any work
     schedule = _schedule(options, count_records(train_lmdb))
 
@@ -158,7 +163,8 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
     (run_dir / "command.txt").write_text(shlex.join(argv) + "\n")
     net = build_train_val(options.variant, train_source=str(train_lmdb.resolve()),
                           val_source=str(val_lmdb.resolve()), batch_size=schedule.batch_per_gpu,
-                          crop_size=options.crop_size, loss=options.loss)
+                          crop_size=options.crop_size, loss=options.loss,
+                          edge=EdgeOptions() if options.edge else None)
     (run_dir / "train_val.prototxt").write_text(str(net))
     (run_dir / "deploy.prototxt").write_text(
         str(build_deploy(options.variant, height=options.crop_size, width=options.crop_size)))
@@ -232,7 +238,8 @@ def train(run_dir: Path, *, resume: bool = False) -> TrainResult:
 
         nccl_uid = caffe.NCCL.new_uid()  # the parent owns NCCL's bootstrap root, as in python/train.py
     jobs = [SolveJob(solver_path=str(run_dir / "solver.prototxt"), log_path=str(run_dir / "caffe.log"),
-                     loss_schedule=schedule, restore=str(restore) if restore else None,
+                     loss_schedule=schedule, edge_alpha_from=round(options.edge_alpha_at * solver_param.max_iter),
+                     restore=str(restore) if restore else None,
                      weights=None if restore else options.weights, gpus=gpus, rank=rank, nccl_uid=nccl_uid)
              for rank in range(max(1, len(gpus)))]
     log.info("training %s from iteration %d to %d on %s", options.variant, start, solver_param.max_iter,
@@ -312,9 +319,13 @@ def run(args: argparse.Namespace) -> int:
             crop_size=args.crop_size, epochs=args.epochs, iterations=args.iterations, base_lr=args.base_lr,
             halve_every_epochs=args.halve_every_epochs, snapshot_every=args.snapshot_every, loss=args.loss,
             loss_schedule=args.loss_schedule, gpus=args.gpus, seed=args.seed,
-            weights=str(args.weights) if args.weights else None)
+            weights=str(args.weights) if args.weights else None, edge=args.edge, edge_alpha_at=args.edge_alpha_at)
         run_dir = prepare_run(options, ["mrfnet", *sys.argv[1:]])
-    result = train(run_dir, resume=args.resume)
+    try:
+        result = train(run_dir, resume=args.resume)
+    except TrainingError as exc:
+        log.error("%s", exc)
+        return 1
     return 130 if result.status == "stopped" else 0
 
 
@@ -330,7 +341,7 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, type=Path, help="the run folder (must not exist unless --resume)")
     parser.add_argument("--resume", action="store_true", help="continue the run folder from its latest solverstate")
-    parser.add_argument("--variant", default="mrfnet", help="refinenet, lwrefinenet, rcrefinenet or mrfnet")
+    parser.add_argument("--variant", default="mrfnet", choices=list(VARIANTS), help="the network (default: mrfnet)")
     parser.add_argument("--data", type=Path, default=Path("data/embedded"),
                         help="data_prep output folder holding train_lmdb (and val_lmdb)")
     parser.add_argument("--batch-size", type=int, default=16, help="total batch over all GPUs (paper: 16)")
@@ -348,4 +359,9 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gpus", type=_gpu_list, default=[], help="GPU ids, e.g. 0,1,2,3 (default: CPU)")
     parser.add_argument("--seed", type=int, default=0, help="Caffe's random_seed (crops, mirrors, fillers)")
     parser.add_argument("--weights", type=Path, help="fine-tune from this caffemodel (exclusive with --resume)")
+    parser.add_argument("--edge", action="store_true",
+                        help="add the edge reconstruction branch (section 3.3.3; off by default, see the README)")
+    parser.add_argument("--edge-alpha-at", type=float, default=0.5,
+                        help="fraction of the run at which the edge generator switches from the blurred input "
+                             "to the prediction (alpha 0 -> 1; default: %(default)s, the paper's 'middle')")
     parser.set_defaults(run=run)

@@ -79,3 +79,32 @@ def test_alpha_mix_follows_the_drivers_alpha(caffe, tmp_path):
     net.blobs["mixed"].diff[...] = 1.0
     net.backward()
     assert np.allclose(net.blobs["blurred"].diff, 0.75) and np.allclose(net.blobs["refined"].diff, 0.25)
+
+
+def _image_net(caffe, tmp_path, layer: str, channels: int, shape=(1, 8, 8)):
+    L = caffe.layers
+    n = caffe.NetSpec()
+    n.image = L.Input(shape=dict(dim=[shape[0], channels, *shape[1:]]))
+    n.out = L.Python(n.image, module="mrfnet.layers.edge", layer=layer)
+    proto = n.to_proto()
+    proto.force_backward = layer == "Grayscale"
+    (tmp_path / f"{layer}.prototxt").write_text(str(proto))
+    return caffe.Net(str(tmp_path / f"{layer}.prototxt"), caffe.TRAIN)
+
+
+def test_grayscale_is_bt601_luma_of_bgr_and_passes_its_gradient(caffe, tmp_path):
+    net = _image_net(caffe, tmp_path, "Grayscale", 3)
+    net.blobs["image"].data[0, 0], net.blobs["image"].data[0, 1], net.blobs["image"].data[0, 2] = 1.0, 0.0, 0.0
+    assert np.allclose(net.forward()["out"], 0.114), "blue weighs 0.114 in BT.601"
+    net.blobs["out"].diff[...] = 2.0
+    net.backward()
+    assert np.allclose(net.blobs["image"].diff[0, :, 3, 3], [0.228, 1.174, 0.598])
+
+
+def test_sobel_magnitude_of_a_step_edge(caffe, tmp_path):
+    net = _image_net(caffe, tmp_path, "SobelMagnitude", 1)
+    net.blobs["image"].data[...] = 0.0
+    net.blobs["image"].data[0, 0, :, 4:] = 1.0
+    edges = net.forward()["out"][0, 0]
+    assert np.allclose(edges[:, 3], 4 / (4 * np.sqrt(2))) and np.allclose(edges[:, 4], 4 / (4 * np.sqrt(2)))
+    assert np.allclose(edges[:, :3], 0) and np.allclose(edges[:, 5:], 0), "flat regions and borders have no edge"

@@ -6,7 +6,9 @@ feature-matching term compares its activations on real and generated edges. Caff
 machinery, so the discriminator is a small Caffe net with its own Adam solver, owned by the
 :class:`EdgeAdversarialLoss` layer; the training driver calls ``train_discriminator`` after each
 generator step (the alternating schedule). :class:`AlphaMix` is the paper's alpha that moves the
-edge generator's input from blurred to refined features during training.
+edge generator's input from blurred to refined features during training. :class:`Grayscale` and
+:class:`SobelMagnitude` make the grayscale images and the ground-truth edge maps (section 3.3.3:
+"the ground truth images are preprocessed into grayscale images for further edge feature extraction").
 """
 
 from __future__ import annotations
@@ -20,6 +22,57 @@ import caffe
 import numpy as np
 
 DISCRIMINATOR_FEATURES = ("act1", "act2")  # the activations that feature matching compares
+GRAY_WEIGHTS_BGR = (0.114, 0.587, 0.299)  # ITU-R BT.601 luma, in the BGR channel order of the nets
+SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
+SOBEL_NORM = 4 * np.sqrt(2)  # the largest Sobel magnitude of an image in [0, 1]: edge maps land in [0, 1]
+
+
+class Grayscale(caffe.Layer):
+    """N x 3 x H x W BGR -> N x 1 x H x W luma (BT.601); linear, so it passes gradients back."""
+
+    def setup(self, bottom: Any, top: Any) -> None:
+        if len(bottom) != 1 or len(top) != 1:
+            raise ValueError("Grayscale takes one BGR image and gives one grayscale image")
+
+    def reshape(self, bottom: Any, top: Any) -> None:
+        batch, channels, height, width = bottom[0].data.shape
+        if channels != 3:
+            raise ValueError(f"Grayscale needs 3 channels (BGR), got {channels}")
+        top[0].reshape(batch, 1, height, width)
+
+    def forward(self, bottom: Any, top: Any) -> None:
+        top[0].data[...] = np.tensordot(GRAY_WEIGHTS_BGR, bottom[0].data, axes=([0], [1]))[:, None]
+
+    def backward(self, top: Any, propagate_down: Any, bottom: Any) -> None:
+        if propagate_down[0]:
+            bottom[0].diff[...] = np.asarray(GRAY_WEIGHTS_BGR)[None, :, None, None] * top[0].diff
+
+
+class SobelMagnitude(caffe.Layer):
+    """N x 1 x H x W image -> its Sobel gradient magnitude / 4 sqrt(2), replicate borders; no gradient.
+
+    Used on the ground truth only (a fixed target), so it does not back-propagate.
+    """
+
+    def setup(self, bottom: Any, top: Any) -> None:
+        if len(bottom) != 1 or len(top) != 1:
+            raise ValueError("SobelMagnitude takes one grayscale image and gives one edge map")
+
+    def reshape(self, bottom: Any, top: Any) -> None:
+        if bottom[0].data.shape[1] != 1:
+            raise ValueError(f"SobelMagnitude needs 1 channel, got {bottom[0].data.shape[1]}")
+        top[0].reshape(*bottom[0].data.shape)
+
+    def forward(self, bottom: Any, top: Any) -> None:
+        image = np.pad(bottom[0].data[:, 0].astype(np.float64), ((0, 0), (1, 1), (1, 1)), mode="edge")
+        height, width = image.shape[1] - 2, image.shape[2] - 2
+        gx = sum(SOBEL_X[dy, dx] * image[:, dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3))
+        gy = sum(SOBEL_X.T[dy, dx] * image[:, dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3))
+        top[0].data[:, 0] = np.sqrt(gx ** 2 + gy ** 2) / SOBEL_NORM
+
+    def backward(self, top: Any, propagate_down: Any, bottom: Any) -> None:
+        if propagate_down[0]:
+            raise ValueError("SobelMagnitude makes fixed targets; it cannot back-propagate")
 
 
 class AlphaMix(caffe.Layer):

@@ -1,0 +1,179 @@
+"""`mrfnet train` on real Caffe: loss falls, snapshots, exact resume, Ctrl-C, NaN stop, refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+
+from data_prep.records import encode_pair
+from mrfnet.train import TrainingError, TrainOptions, loss_schedule, prepare_run, train
+
+SIDE = 24
+CROP = 16
+
+
+def _pairs(count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Smooth random colour images and their 5x5 box-blurred versions."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(count):
+        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        sharp = cv2.resize(small, (SIDE, SIDE), interpolation=cv2.INTER_NEAREST)
+        blur = cv2.blur(sharp, (5, 5), borderType=cv2.BORDER_REPLICATE)
+        pairs.append((blur, sharp))
+    return pairs
+
+
+def _write_lmdb(path: Path, pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    with lmdb.open(str(path), map_size=1 << 24) as env, env.begin(write=True) as txn:
+        for index, (blur, sharp) in enumerate(pairs):
+            txn.put(f"{index:08d}_pair{index}".encode(), encode_pair(blur, sharp))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    _write_lmdb(root / "train_lmdb", _pairs(8, seed=0))
+    _write_lmdb(root / "val_lmdb", _pairs(2, seed=1))
+    return root
+
+
+def _options(dataset: Path, run_dir: Path, **overrides) -> TrainOptions:
+    settings = dict(variant="lwrefinenet", data=str(dataset), run_dir=str(run_dir), batch_size=2, crop_size=CROP,
+                    iterations=8, base_lr=1e-3, snapshot_every=4, loss_schedule="uniform")
+    settings.update(overrides)
+    return TrainOptions(**settings)
+
+
+def _progress(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "progress.csv").open() as file:
+        return list(csv.DictReader(file))
+
+
+def _weights(caffe, run_dir: Path, iteration: int, variant: str = "lwrefinenet") -> dict[str, np.ndarray]:
+    net = caffe.Net(str(run_dir / "deploy.prototxt"), str(run_dir / "snapshots" / f"{variant}_iter_{iteration}"
+                                                             ".caffemodel"), caffe.TEST)
+    return {f"{name}/{i}": blob.data.copy() for name, blobs in net.params.items() for i, blob in enumerate(blobs)}
+
+
+@pytest.mark.parametrize("variant", ["refinenet", "lwrefinenet", "rcrefinenet", "mrfnet"])
+def test_the_loss_falls_for_every_variant(dataset, tmp_path, variant):
+    run_dir = prepare_run(_options(dataset, tmp_path / "run", variant=variant, iterations=30, snapshot_every=30,
+                                   batch_size=4), ["test"])
+    result = train(run_dir)
+    assert result.status == "finished" and result.iteration == 30
+    total = [sum(float(row[f"loss_r{k}"]) for k in range(1, 5)) for row in _progress(run_dir)]
+    assert len(total) == 30
+    assert np.mean(total[-5:]) < 0.8 * np.mean(total[:5])
+    assert result.snapshot == run_dir / "snapshots" / f"{variant}_iter_30.caffemodel"
+
+
+def test_the_run_folder_holds_everything_and_snapshots_load(caffe, dataset, tmp_path):
+    run_dir = prepare_run(_options(dataset, tmp_path / "run"), ["mrfnet", "train", "--x"])
+    train(run_dir)
+    for name in ("options.json", "command.txt", "train_val.prototxt", "deploy.prototxt", "solver.prototxt",
+                 "caffe.log", "progress.csv"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "options.json").read_text())["variant"] == "lwrefinenet"
+    snapshots = sorted(p.name for p in (run_dir / "snapshots").iterdir())
+    assert snapshots == ["lwrefinenet_iter_4.caffemodel", "lwrefinenet_iter_4.solverstate",
+                         "lwrefinenet_iter_8.caffemodel", "lwrefinenet_iter_8.solverstate"]
+    first, last = _weights(caffe, run_dir, 4), _weights(caffe, run_dir, 8)
+    assert any(not np.array_equal(first[k], last[k]) for k in first)
+
+
+def test_resuming_gives_exactly_the_uninterrupted_weights(caffe, dataset, tmp_path):
+    straight = prepare_run(_options(dataset, tmp_path / "straight"), ["test"])
+    train(straight)
+    split = prepare_run(_options(dataset, tmp_path / "split", iterations=4), ["test"])
+    train(split)
+    # The same run continued: only max_iter differs, as when a run is stopped at iteration 4.
+    solver = (split / "solver.prototxt").read_text().replace("max_iter: 4", "max_iter: 8")
+    (split / "solver.prototxt").write_text(solver)
+    result = train(split, resume=True)
+    assert result.iteration == 8
+    expected, got = _weights(caffe, straight, 8), _weights(caffe, split, 8)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    rows = _progress(split)
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 9))
+
+
+def test_a_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_snapshot(dataset, tmp_path):
+    run_dir = prepare_run(_options(dataset, tmp_path / "run", base_lr=1e12, iterations=40, snapshot_every=1),
+                          ["test"])
+    with pytest.raises(TrainingError, match="non-finite") as info:
+        train(run_dir)
+    assert "last good snapshot" in str(info.value)
+    snapshots = list((run_dir / "snapshots").glob("*.caffemodel"))
+    assert snapshots, "the snapshots taken before the loss blew up are kept"
+
+
+def test_sigint_snapshots_and_exits_130(dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "mrfnet.cli", "train", "--run-dir", str(run_dir), "--data", str(dataset),
+               "--variant", "lwrefinenet", "--batch-size", "2", "--crop-size", str(CROP), "--iterations", "100000",
+               "--snapshot-every", "100000", "--loss-schedule", "uniform"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run_dir / "progress.csv").is_file():
+        time.sleep(0.5)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    rows = _progress(run_dir)
+    snapshot = run_dir / "snapshots" / f"lwrefinenet_iter_{rows[-1]['iteration']}.caffemodel"
+    assert snapshot.is_file(), sorted(os.listdir(run_dir / "snapshots"))
+
+
+def test_the_edge_branch_trains_and_its_losses_are_logged(dataset, tmp_path):
+    run_dir = prepare_run(_options(dataset, tmp_path / "run", edge=True, iterations=6, snapshot_every=6), ["test"])
+    result = train(run_dir)
+    assert result.status == "finished"
+    rows = _progress(run_dir)
+    assert all(float(row["loss_edge"]) > 0 and np.isfinite(float(row["loss_edge_adv"])) for row in rows)
+    assert "edge_gt" in (run_dir / "train_val.prototxt").read_text()
+    assert "edge" not in (run_dir / "deploy.prototxt").read_text()
+
+
+def test_refusals(dataset, tmp_path):
+    run_dir = prepare_run(_options(dataset, tmp_path / "run"), ["test"])
+    with pytest.raises(FileExistsError, match="--resume"):
+        prepare_run(_options(dataset, run_dir), ["test"])
+    with pytest.raises(FileNotFoundError, match="data-prep"):
+        prepare_run(_options(tmp_path / "nothing", tmp_path / "run2"), ["test"])
+    with pytest.raises(FileNotFoundError, match="--weights"):
+        prepare_run(_options(dataset, tmp_path / "run3", weights=str(tmp_path / "missing.caffemodel")), ["test"])
+    with pytest.raises(ValueError, match="loss schedule"):
+        prepare_run(_options(dataset, tmp_path / "run4", loss_schedule="sideways"), ["test"])
+    assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists() and not (tmp_path / "run4").exists()
+
+
+def test_resume_and_weights_are_exclusive(dataset, tmp_path):
+    from mrfnet.cli import main
+
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "--resume", "--weights", "x.caffemodel"]) == 1
+
+
+def test_the_loss_schedules():
+    assert loss_schedule("uniform", 100) == [(0, [1.0] * 4)]
+    assert loss_schedule("full-only", 100) == [(0, [0.0, 0.0, 0.0, 4.0])]
+    phases = loss_schedule("coarse-to-fine", 100)
+    assert [start for start, _ in phases] == [0, 25, 50, 75]
+    for phase, (_, weights) in enumerate(phases):
+        assert sum(weights) == pytest.approx(4) and int(np.argmax(weights)) == phase
+    assert loss_schedule("0:1,1,1,1;50:0,0,0,4", 100) == [(0, [1.0] * 4), (50, [0.0, 0.0, 0.0, 4.0])]
+    with pytest.raises(ValueError):
+        loss_schedule("10:1,1,1,1", 100)
