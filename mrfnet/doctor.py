@@ -23,6 +23,40 @@ from mrfnet.caffe_env import CaffeError, build_info, caffe_prefix, import_caffe,
 LIBRARIES = ("numpy", "google.protobuf", "skimage", "cv2", "lmdb", "scipy")
 
 
+def build_kind(build: dict[str, str]) -> dict[str, Any]:
+    """GPU or CPU-only, from the build-info.txt of tools/install_caffe.sh (``build_info``).
+
+    A GPU build (``--gpu``) records its CUDA version, architectures and libraries (lines written by
+    tools/gpu_build.py's ``describe``); a CPU build has ``-DCPU_ONLY=ON`` among its CMake options.
+    A Caffe built elsewhere has no build-info.txt: its kind is unknown until probed.
+    """
+    cmake = build.get("cmake", "")
+    if "-DCPU_ONLY=OFF" in cmake or "cuda" in build:
+        arch, _, ptx = build.get("cuda arch", "?").partition("; PTX ")
+        cuda = build.get("cuda", "?")
+        return {
+            "gpu": True,
+            "cuda": cuda.split(" ", 1)[0],
+            "cuda_arch": arch.split(" (from", 1)[0].split(),
+            "ptx": ptx or None,
+            "cudnn": "-DUSE_CUDNN=ON" in cmake,
+            "nccl": "-DUSE_NCCL=ON" in cmake,
+            "libraries": {key[len("library "):]: value for key, value in build.items() if key.startswith("library ")},
+        }
+    if "-DCPU_ONLY=ON" in cmake:
+        return {"gpu": False, "detail": "CPU-only build"}
+    return {"gpu": None, "detail": "unknown (not built by this project)"}
+
+
+def _describe_kind(kind: dict[str, Any]) -> str:
+    if not kind["gpu"]:
+        return kind["detail"]
+    archs = " ".join(f"sm_{a}" for a in kind["cuda_arch"]) or "?"
+    ptx = f" + PTX compute_{kind['ptx']}" if kind["ptx"] else ""
+    return (f"GPU build: CUDA {kind['cuda']}, {archs}{ptx}, cuDNN {'on' if kind['cudnn'] else 'off'}, "
+            f"NCCL {'on' if kind['nccl'] else 'off'}")
+
+
 def _probe_caffe() -> dict[str, Any]:
     caffe = import_caffe()
     return {
@@ -106,7 +140,11 @@ def collect() -> dict[str, Any]:
     report["caffe_cli"] = _caffe_cli()
     lmdb_ok, lmdb_detail = _outcome(_probe_lmdb_data_layer)
     report["lmdb"] = {"ok": lmdb_ok, "detail": lmdb_detail}
-    gpu_ok, gpu_detail = _outcome(_probe_gpu)
+    report["caffe"]["kind"] = build_kind(report["caffe"]["build"])
+    if report["caffe"]["kind"]["gpu"] is False:  # set_mode_gpu would only abort: no device to look for
+        gpu_ok, gpu_detail = False, "CPU-only build: no GPU mode (tools/install_caffe.sh --gpu builds one)"
+    else:
+        gpu_ok, gpu_detail = _outcome(_probe_gpu)
     report["gpu"] = {"ok": gpu_ok, "detail": gpu_detail}
     return report
 
@@ -122,7 +160,10 @@ def _format(report: dict[str, Any]) -> str:
             f"caffe: {caffe['version']} at {caffe['module']}",
             f"caffe build: {build.get('source', 'not built by this project (no build-info.txt)')}",
         ]
-        lines += [f"  {key}: {build[key]}" for key in ("key", "built", "patches", "cmake") if key in build]
+        lines += [f"  {key}: {build[key]}" for key in ("key", "built", "patches", "gpu patches", "cmake")
+                  if key in build]
+        lines.append(f"  kind: {_describe_kind(caffe['kind'])}")
+        lines += [f"  library {name}: {path}" for name, path in caffe["kind"].get("libraries", {}).items()]
         lines += [
             f"caffe CLI: {report['caffe_cli']}",
             f"python layers: {'yes' if caffe['python_layer'] else 'NO'} ({caffe['layers']} layer types)",

@@ -3,20 +3,31 @@
 # importable from one Python environment.
 #
 # Usage: tools/install_caffe.sh --python PATH [--jobs N] [--force-build] [--print-key] [--fetch-only]
-#   --force-build  build even if the cache or the environment already has a Caffe
-#   --print-key    print the cache key of this configuration and exit
-#   --fetch-only   download and verify the source package into the cache (for offline builds) and exit
+#                               [--print-config] [--gpu [--cuda-arch LIST] [--cuda-home DIR]]
+#   --force-build   build even if the cache or the environment already has a Caffe
+#   --print-key     print the cache key of this configuration and exit
+#   --fetch-only    download and verify the source package into the cache (for offline builds) and exit
+#   --print-config  print the resolved configuration (key, patches, CMake options; with --gpu the CUDA
+#                   toolkit, architectures and libraries) and exit without building (also --dry-run)
+#   --gpu           build for CUDA (cuDNN off, NCCL on) with tools/caffe-patches/gpu/ too; see tools/gpu_build.py
+#   --cuda-arch L   GPU architectures, e.g. "75 80 86 89 90" (default: the machine's GPUs from
+#                   nvidia-smi, else sm_75..sm_90)
+#   --cuda-home D   the CUDA toolkit (default: CUDA_HOME, nvcc on PATH, /usr/local/cuda*)
 #
 # Environment:
 #   MRFNET_CACHE_DIR       cache root (default: ${XDG_CACHE_HOME:-$HOME/.cache}/mrfnet)
 #   MRFNET_DEBIAN_MIRROR   Debian archive to fetch the source from (default: read from apt's own
 #                          configuration, the archive the machine already installs Debian from)
 #   MRFNET_CAFFE_SOURCE    source package version to build (default below)
+#   MRFNET_CUDA_WHEELS     --gpu: site-packages folder(s), ':'-separated, holding the nvidia-* wheels
+#                          (cuBLAS, cuRAND, NCCL) when they are not installed in the --python environment
 #
 # The build lands in $MRFNET_CACHE_DIR/caffe/<key>, where <key> hashes the source version, this
-# project's patches, the CMake options, the Python ABI and NumPy's major version: a second run with
-# nothing changed only re-links the environment and takes seconds. A Caffe that the environment
-# can already import with Python layers (a user's own build) is used as it is.
+# project's patches, the CMake options, the Python ABI and NumPy's major version (with --gpu also
+# the GPU patches, the architectures, the CUDA version and the libraries' sonames): a second run
+# with nothing changed only re-links the environment and takes seconds. The environment uses the
+# build of the last run: --gpu links the GPU build in, a run without it the CPU build. A Caffe that
+# the environment can already import with Python layers (a user's own build) is used as it is.
 set -euo pipefail
 
 readonly RECIPE_VERSION=2   # bump when a build step changes in a way the key cannot see
@@ -30,17 +41,22 @@ readonly BUILD_PACKAGES=(cmake g++ make patch xz-utils ca-certificates
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 patch_dir="$here/caffe-patches"
+gpu_patch_dir="$patch_dir/gpu"
 cache_root=${MRFNET_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mrfnet}
 python=""
 jobs=$(nproc 2>/dev/null || echo 2)
 force_build=0
 print_key=0
 fetch_only=0
+print_config=0
+gpu=0
+cuda_arch=""
+cuda_home=""
 
 say() { printf '[install_caffe] %s\n' "$*" >&2; }
 die() { printf '[install_caffe] error: %s\n' "$*" >&2; exit 1; }
 
-usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -49,12 +65,19 @@ while [ $# -gt 0 ]; do
     --force-build) force_build=1; shift ;;
     --print-key) print_key=1; shift ;;
     --fetch-only) fetch_only=1; shift ;;
+    --print-config|--dry-run) print_config=1; shift ;;
+    --gpu) gpu=1; shift ;;
+    --cuda-arch) cuda_arch=${2:?--cuda-arch needs a list such as \"75 80 86 89 90\"}; shift 2 ;;
+    --cuda-home) cuda_home=${2:?--cuda-home needs a folder}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
   esac
 done
 [ -n "$python" ] || die "--python PATH is required (the interpreter of the environment that will import caffe)"
 [ -x "$python" ] || die "not an executable: $python"
+if [ "$gpu" = 0 ] && { [ -n "$cuda_arch" ] || [ -n "$cuda_home" ]; }; then
+  die "--cuda-arch and --cuda-home need --gpu"
+fi
 
 # --- Debian packages -------------------------------------------------------------------------
 missing_packages() {
@@ -94,16 +117,40 @@ print(f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}"
 EOF
 }
 
+# The options of both builds; with --gpu, CPU_ONLY=ON gives way to the CUDA options of
+# tools/gpu_build.py, whose paths all lie in the toolkit view $1 (default: a placeholder, for the key).
 cmake_options() {
+  local view=${1:-"<toolkit-view>"}
   local inc lib
   inc=$("$python" -c 'import sysconfig; print(sysconfig.get_path("include"))')
   lib=$("$python" -c 'import sysconfig, os; v = sysconfig.get_config_var; print(os.path.join(v("LIBDIR"), v("LDLIBRARY")))')
   local ver
   ver=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-  printf '%s\n' -DCPU_ONLY=ON -DBLAS=Open -DBUILD_python=ON -DBUILD_python_layer=ON \
+  if [ "$gpu" = 1 ]; then
+    gpu_helper cmake-options "$view"
+  else
+    echo -DCPU_ONLY=ON
+  fi
+  printf '%s\n' -DBLAS=Open -DBUILD_python=ON -DBUILD_python_layer=ON \
     -DUSE_OPENCV=OFF -DUSE_LEVELDB=OFF -DUSE_LMDB=ON -DBUILD_docs=OFF -DCMAKE_BUILD_TYPE=Release \
     "-Dpython_version=$ver" "-DPYTHON_EXECUTABLE=$python" \
     "-DPYTHON_INCLUDE_DIR=$inc" "-DPYTHON_LIBRARY=$lib"
+}
+
+# --- GPU (--gpu) -------------------------------------------------------------------------------
+# tools/gpu_build.py resolves the CUDA toolkit, the architectures and the libraries (stdlib only, run
+# by the environment's interpreter so that the nvidia-* wheels installed there are found).
+gpu_helper() {
+  local args=("$@")
+  [ -n "$cuda_arch" ] && args+=(--cuda-arch "$cuda_arch")
+  [ -n "$cuda_home" ] && args+=(--cuda-home "$cuda_home")
+  "$python" "$here/gpu_build.py" "${args[@]}"
+}
+
+# The patches of this build, in the order they apply: the project's, then with --gpu the GPU ones.
+build_patches() {
+  patches=("$patch_dir"/*.patch)
+  if [ "$gpu" = 1 ]; then patches+=("$gpu_patch_dir"/*.patch); fi
 }
 
 cache_key() {
@@ -112,6 +159,12 @@ cache_key() {
     echo "abi=$(python_abi)"
     cmake_options | grep -v -e '-DPYTHON_EXECUTABLE=' -e '-DPYTHON_INCLUDE_DIR=' -e '-DPYTHON_LIBRARY='
     for p in "$patch_dir"/*.patch; do sha256sum "$p" | cut -d' ' -f1; done
+    if [ "$gpu" = 1 ]; then
+      echo "mode=gpu"
+      gpu_helper key
+      local p
+      for p in "$gpu_patch_dir"/*.patch; do sha256sum "$p" | cut -d' ' -f1; done
+    fi
   } | sha256sum | cut -c1-16
 }
 
@@ -184,16 +237,18 @@ prepare_tree() {
     [ -z "$p" ] || [ "${p#\#}" != "$p" ] && continue
     patch -d "$tree" -p1 -s < "$tree/debian/patches/$p" || die "Debian patch $p does not apply"
   done < "$tree/debian/patches/series"
-  for p in "$patch_dir"/*.patch; do
-    patch -d "$tree" -p1 -s < "$p" || die "project patch $(basename "$p") does not apply"
+  local patches
+  build_patches
+  for p in "${patches[@]}"; do
+    patch -d "$tree" -p1 -s < "$p" || die "project patch ${p#"$patch_dir"/} does not apply"
   done
 }
 
 build_and_install() {
   local tree=$1 prefix=$2 log=$3
   local opts
-  mapfile -t opts < <(cmake_options)
-  say "building Caffe with $jobs jobs (about 10 minutes on 2 cores); log: $log"
+  mapfile -t opts < <(cmake_options "$prefix/cuda")
+  say "building Caffe$([ "$gpu" = 1 ] && echo " for CUDA") with $jobs jobs (about 10 minutes on 2 cores); log: $log"
   {
     cmake -S "$tree" -B "$tree/build" "${opts[@]}" "-DCMAKE_INSTALL_PREFIX=$prefix" \
       && cmake --build "$tree/build" -j "$jobs" \
@@ -206,13 +261,17 @@ build_and_install() {
 
 # Read by `mrfnet doctor`: what this build is and how it was configured.
 write_build_info() {
-  local file=$1 key=$2
+  local file=$1 key=$2 view=$3
   {
     echo "source: $SOURCE_PACKAGE $SOURCE_VERSION (Debian $SOURCE_SUITE) + debian/patches/series"
     echo "key: $key"
     echo "built: $(date -u +%FT%TZ)"
     echo "patches: $(cd "$patch_dir" && echo *.patch)"
-    echo "cmake: $(cmake_options | tr '\n' ' ')"
+    echo "cmake: $(cmake_options "$view" | tr '\n' ' ')"
+    if [ "$gpu" = 1 ]; then
+      echo "gpu patches: $(cd "$gpu_patch_dir" && echo *.patch)"
+      gpu_helper describe
+    fi
   } > "$file"
 }
 
@@ -240,14 +299,39 @@ link_into_env() {
 check_import() {
   "$python" -c 'import caffe; assert "Python" in caffe.layer_type_list(), "no Python layer"' \
     || die "the installed Caffe does not import from $python"
+  if [ "$gpu" = 1 ]; then
+    "$python" -c 'import caffe; assert caffe.has_nccl(), "built without NCCL"' \
+      || die "the installed GPU Caffe has no NCCL"
+  fi
+}
+
+print_config() {
+  local key=$1 prefix=$2 state="not built"
+  [ -f "$prefix/.complete" ] && state="cached"
+  echo "mode: $([ "$gpu" = 1 ] && echo gpu || echo cpu)"
+  echo "key: $key"
+  echo "prefix: $prefix ($state)"
+  echo "source: $SOURCE_PACKAGE $SOURCE_VERSION (Debian $SOURCE_SUITE) + debian/patches/series"
+  echo "patches: $(cd "$patch_dir" && echo *.patch)"
+  if [ "$gpu" = 1 ]; then
+    echo "gpu patches: $(cd "$gpu_patch_dir" && echo *.patch)"
+    gpu_helper describe
+  fi
+  echo "cmake:"
+  cmake_options "$prefix/cuda" | sed 's/^/  /'
 }
 
 main() {
-  ensure_packages "${BUILD_PACKAGES[@]}"
+  if [ "$gpu" = 1 ]; then
+    # resolve the CUDA configuration first: its error says what to install or set
+    gpu_helper describe >/dev/null || die "the GPU build cannot be configured (see the error above)"
+  fi
+  [ "$print_config" = 1 ] || ensure_packages "${BUILD_PACKAGES[@]}"
   local key prefix
   key=$(cache_key)
   prefix="$cache_root/caffe/$key"
   if [ "$print_key" = 1 ]; then echo "$key"; return; fi
+  if [ "$print_config" = 1 ]; then print_config "$key" "$prefix"; return; fi
   if [ "$fetch_only" = 1 ]; then fetch_source "$cache_root/sources/${SOURCE_PACKAGE}_${SOURCE_VERSION}"; return; fi
 
   local existing
@@ -258,6 +342,8 @@ main() {
   fi
   if [ -f "$prefix/.complete" ] && [ "$force_build" = 0 ]; then
     say "cached build $key is complete: $prefix"
+    # the view's links follow the libraries to where they are now (a re-installed wheel, say)
+    [ "$gpu" = 0 ] || gpu_helper toolkit-view "$prefix/cuda" >/dev/null
   else
     rm -rf "$prefix"
     mkdir -p "$cache_root/logs" "$cache_root/work"
@@ -265,10 +351,11 @@ main() {
     dsc=$(fetch_source "$cache_root/sources/${SOURCE_PACKAGE}_${SOURCE_VERSION}")
     tree="$cache_root/work/$key"
     prepare_tree "$dsc" "$tree"
+    [ "$gpu" = 0 ] || gpu_helper toolkit-view "$prefix/cuda" >/dev/null
     build_and_install "$tree" "$prefix" "$cache_root/logs/build-$key.log"
     install_upstream_tests "$tree" "$prefix"
     rm -rf "$tree"
-    write_build_info "$prefix/build-info.txt" "$key"
+    write_build_info "$prefix/build-info.txt" "$key" "$prefix/cuda"
     touch "$prefix/.complete"
   fi
   link_into_env "$prefix"
