@@ -1,0 +1,273 @@
+"""The data-prep pipeline: source items -> (augmentation, synthetic blur) -> patches -> LMDBs.
+
+The main process plans everything from file headers: which records each image gives and the
+shuffled index of each (so the keys ``%08d_<name>`` put Caffe's sequential, index-sharded reading
+in a random order fixed by the seed). Worker processes decode, augment, blur and crop one image
+each and return finished records; the main process writes them. Every random draw comes from a
+generator seeded by (seed, split, image, copy), so the records do not depend on the number of
+workers or the order they finish in.
+
+The whole output folder is built as ``<out>.partial`` and renamed to ``<out>`` at the end, so the
+splits, their meta_info and summary.json appear together or not at all; an existing ``<out>`` is
+replaced only with ``force`` and only once the new one is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from data_prep.blur import augment, sample_augment_params, synthesize_blur
+from data_prep.lmdb_writer import DEFAULT_MAP_SIZE, LmdbWriter, WriterStats, partial_path, replace_dir
+from data_prep.patches import crop, patch_origins
+from data_prep.records import encode_pair
+from data_prep.sources import SPLITS, ImageError, Item, load_items, read_image
+
+log = logging.getLogger(__name__)
+
+# Patch side and stride when not given: the embedded set is five photographs, so its patches are
+# small and overlap by half (a few hundred for training); file sources default to the paper's
+# 256-pixel training crop, side by side (GOPRO's 2103 training pairs already give ~30k patches).
+EMBEDDED_PATCH = 96
+FILE_PATCH = 256
+# With --workers left out, worker processes start only for jobs of at least this many source pixels:
+# each costs about a second to start (it imports Caffe and OpenCV), and OpenCV already spreads the
+# blur of one image over the cores, so a small job (the embedded set: 1.3 megapixels) runs faster
+# in-process.
+AUTO_WORKERS_MIN_PIXELS = 50_000_000
+SUMMARY = "summary.json"
+
+Record = tuple[str, bytes, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything a build depends on; ``None`` fields take the source's defaults (see :meth:`resolved`)."""
+
+    source: str = "embedded"
+    root: Path | None = None
+    out: Path | None = None  # default data/<source>
+    gopro_blur: str = "blur"
+    patch_size: int | None = None
+    stride: int | None = None
+    copies: int = 1
+    augment: bool = False
+    test_whole: bool = True
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+    workers: int | None = None  # None: one per CPU for large jobs, in-process for small ones
+    force: bool = False
+    map_size: int = DEFAULT_MAP_SIZE
+
+    def resolved(self) -> BuildOptions:
+        """A copy with the defaults filled in and the numbers checked."""
+        patch = self.patch_size or (EMBEDDED_PATCH if self.source == "embedded" else FILE_PATCH)
+        stride = self.stride or (patch // 2 if self.source == "embedded" else patch)
+        for label, value in (("patch size", patch), ("stride", stride), ("copies", self.copies),
+                             ("workers", self.workers), ("map size", self.map_size)):
+            if value is not None and value < 1:
+                raise ValueError(f"{label} must be positive, got {value}")
+        out = Path(self.out) if self.out is not None else Path("data") / self.source
+        root = Path(self.root) if self.root is not None else None
+        return BuildOptions(**{**asdict(self), "out": out, "root": root, "patch_size": patch, "stride": stride})
+
+
+@dataclass(frozen=True)
+class Task:
+    """One image (one copy of it) for a worker, with the shuffled index of each of its records."""
+
+    item: Item
+    copy: int
+    base: str  # record name: the item's, plus _c<copy> when there are several copies
+    indices: tuple[int, ...]  # one per patch, in patch_origins order; one for a whole image
+    patch_size: int | None  # None: the whole image is one record
+    stride: int
+    augment: bool
+    seed: int
+
+
+def plan(items: Iterable[Item], options: BuildOptions) -> tuple[dict[str, list[Task]], list[str]]:
+    """The tasks of each split, and the images skipped for being smaller than the patch."""
+    items = list(items)
+    tasks: dict[str, list[Task]] = {split: [] for split in SPLITS}
+    skipped = []
+    for split in SPLITS:
+        whole = split == "test" and options.test_whole
+        entries = []
+        for item in (item for item in items if item.split == split):
+            count = 1 if whole else len(patch_origins(item.height, item.width, options.patch_size, options.stride))
+            if count == 0:
+                skipped.append(f"{item.sharp} ({item.height}x{item.width})")
+                continue
+            entries += [(item, copy, count) for copy in range(options.copies)]
+        order = np.random.default_rng([options.seed, zlib.crc32(split.encode())])
+        indices = order.permutation(sum(count for _, _, count in entries)).tolist()
+        start = 0
+        for item, copy, count in entries:
+            base = item.name if options.copies == 1 else f"{item.name}_c{copy}"
+            tasks[split].append(Task(item, copy, base, tuple(indices[start:start + count]),
+                                     None if whole else options.patch_size, options.stride,
+                                     options.augment and split == "train", options.seed))
+            start += count
+    if skipped:
+        log.warning("skipped %d image(s) smaller than the %d-pixel patch: %s", len(skipped), options.patch_size,
+                    ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+    return tasks, skipped
+
+
+def make_records(task: Task) -> tuple[str, list[Record], list[str]]:
+    """Decode, augment, blur and crop one image: (split, its records, the conversions its files needed)."""
+    item = task.item
+    rng = np.random.default_rng([task.seed, zlib.crc32(f"{item.split}/{item.name}/{task.copy}".encode())])
+    images, converted = {}, []
+    for role, path in (("sharp", item.sharp), ("blur", item.blur)):
+        if path is None:
+            continue
+        images[role], notes = read_image(path)
+        if images[role].shape[:2] != (item.height, item.width):
+            raise ImageError(f"image {path} decodes to {images[role].shape[1]}x{images[role].shape[0]} pixels "
+                             f"but its header says {item.width}x{item.height}")
+        converted += [f"{role}: {note}" for note in notes]
+    augment_params = sample_augment_params(rng) if task.augment else None
+    if augment_params is not None:
+        images = {role: augment(image, augment_params) for role, image in images.items()}
+    blur_params = None
+    if "blur" not in images:
+        images["blur"], blur_params = synthesize_blur(images["sharp"], rng)
+    height, width = images["sharp"].shape[:2]
+    origins = [None] if task.patch_size is None else patch_origins(height, width, task.patch_size, task.stride)
+    records = []
+    for index, origin in zip(task.indices, origins, strict=True):
+        if origin is None:
+            key, blur, sharp = f"{index:08d}_{task.base}", images["blur"], images["sharp"]
+        else:
+            y, x = origin
+            key = f"{index:08d}_{task.base}_y{y}_x{x}"
+            blur, sharp = (crop(images[role], y, x, task.patch_size) for role in ("blur", "sharp"))
+        meta = {"split": item.split, "name": task.base, "sharp": str(item.sharp),
+                "blur": None if item.blur is None else str(item.blur), "copy": task.copy,
+                "image_size": [height, width], "crop": None if origin is None else list(origin),
+                "size": list(sharp.shape[:2]), "blur_params": blur_params, "augment": augment_params,
+                "converted": converted}
+        records.append((key, encode_pair(blur, sharp), meta))
+    return item.split, records, converted
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def _results(tasks: list[Task], workers: int, stack: ExitStack) -> Iterator[tuple[str, list[Record], list[str]]]:
+    """Each task's records as soon as they are ready; a worker's exception (or death) is raised here."""
+    if workers == 1:
+        return map(make_records, tasks)
+    # spawn, not fork: the parent has Caffe, OpenCV and OpenBLAS loaded, with their threads. Not
+    # multiprocessing.Pool: it waits forever for the result of a worker that was killed (OOM).
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+    stack.callback(executor.shutdown, cancel_futures=True)
+    futures = [executor.submit(make_records, task) for task in tasks]
+    return (future.result() for future in as_completed(futures))
+
+
+def worker_count(options: BuildOptions, tasks: list[Task]) -> int:
+    """How many worker processes to use (1: none, work in-process); see AUTO_WORKERS_MIN_PIXELS."""
+    if options.workers is not None:
+        return min(options.workers, len(tasks))
+    pixels = sum(task.item.height * task.item.width for task in tasks)
+    return 1 if pixels < AUTO_WORKERS_MIN_PIXELS else min(os.cpu_count() or 1, len(tasks))
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it")
+
+
+def _summary(options: BuildOptions, tasks: dict[str, list[Task]], stats: dict[str, WriterStats],
+             skipped: list[str], converted: Counter, workers: int, seconds: float) -> dict[str, Any]:
+    splits = {split: {"images": len({task.item.name for task in tasks[split]}), "records": stats[split].records,
+                      "bytes": stats[split].bytes, "map_size": stats[split].map_size}
+              for split in stats}
+    return {
+        "source": options.source, "root": None if options.root is None else str(options.root),
+        "out": str(options.out), "gopro_blur": options.gopro_blur if options.source == "gopro" else None,
+        "patch_size": options.patch_size, "stride": options.stride, "copies": options.copies,
+        "augment": options.augment, "test_whole": options.test_whole, "seed": options.seed,
+        "workers": workers, "splits": splits, "skipped": {"smaller_than_patch": skipped},
+        "converted": dict(converted), "records": sum(s["records"] for s in splits.values()),
+        "bytes": sum(s["bytes"] for s in splits.values()), "seconds": round(seconds, 2),
+    }
+
+
+def build_dataset(options: BuildOptions) -> dict[str, Any]:
+    """Build ``<out>/{train,val,test}_lmdb`` (each with meta_info.jsonl) and ``<out>/summary.json``.
+
+    Splits without records get no LMDB; a build without training records is an error. Returns the
+    summary (also logged).
+    """
+    start = time.perf_counter()
+    options = options.resolved()
+    _check_out(options.out, options.force)
+    items = load_items(options.source, options.root, gopro_blur=options.gopro_blur, val_fraction=options.val_fraction,
+                       test_fraction=options.test_fraction, seed=options.seed)
+    tasks, skipped = plan(items, options)
+    if not tasks["train"]:
+        raise ValueError(f"no training records: every training image is smaller than the {options.patch_size}-pixel "
+                         f"patch, or the source has none")
+    staging = partial_path(options.out)
+    if staging.exists():
+        log.warning("removing %s left by an interrupted build", staging)
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        with ExitStack() as stack:  # on an error every writer aborts: no LMDB appears
+            writers = {split: stack.enter_context(LmdbWriter(staging / f"{split}_lmdb", map_size=options.map_size))
+                       for split in SPLITS if tasks[split]}
+            converted: Counter = Counter()
+            all_tasks = [task for split in SPLITS for task in tasks[split]]
+            workers = worker_count(options, all_tasks)
+            total = sum(len(task.indices) for task in all_tasks)
+            with tqdm(total=total, unit="pair", desc=f"data-prep {options.source}", disable=None) as bar:
+                for split, records, notes in _results(all_tasks, workers, stack):
+                    for key, value, meta in records:
+                        writers[split].put(key, value, meta)
+                    converted.update(notes)
+                    bar.update(len(records))
+        stats = {split: writer.stats for split, writer in writers.items()}
+        summary = _summary(options, tasks, stats, skipped, converted, workers, time.perf_counter() - start)
+        (staging / SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        replace_dir(staging, options.out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _log_summary(summary)
+    return summary
+
+
+def _log_summary(summary: dict[str, Any]) -> None:
+    for split, split_summary in summary["splits"].items():
+        log.info("%s: %d pairs from %d image(s), %.1f MB", split, split_summary["records"], split_summary["images"],
+                 split_summary["bytes"] / 1e6)
+    skipped = len(summary["skipped"]["smaller_than_patch"])
+    conversions = ", ".join(f"{count} {note}" for note, count in summary["converted"].items()) or "none"
+    log.info("wrote %d pairs (%.1f MB) to %s in %.1f s; skipped %d image(s) smaller than the patch; "
+             "conversions: %s", summary["records"], summary["bytes"] / 1e6, summary["out"], summary["seconds"],
+             skipped, conversions)

@@ -1,0 +1,226 @@
+"""Where pairs come from: GOPRO, a folder of sharp images (VisDrone), a blur/sharp folder pair, or
+photographs bundled with scikit-image.
+
+A source returns :class:`Item` descriptions (names, split, files, size from the file header) and
+reads no pixels, so a whole dataset is checked (missing partners, size mismatches, unreadable
+files) before any work starts. Pixels are read by :func:`read_image` in the build's workers.
+
+Bad input is an error that names the file, never a silent skip: a missing or extra partner, a
+pair whose sizes differ, a file that cannot be opened or decoded (corrupt, truncated, no read
+permission), an image with transparent pixels. Grayscale, 16-bit and opaque RGBA images are
+converted (replicated to three channels, rounded to 8 bits, alpha dropped) and the conversion is
+recorded in the record's meta_info line.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import skimage.data
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+GOPRO_BLURS = ("blur", "blur_gamma")
+SOURCES = ("embedded", "gopro", "visdrone", "folder")
+
+# The colour photographs of natural scenes that scikit-image ships inside its wheel (no download),
+# each in one split so no scene leaks: three for training (354 patches of 96 at stride 48), the
+# smallest for validation, one whole image for testing. Left out: microscopy, retina, telescope
+# and synthetic images, and motorcycle_right (the same scene as motorcycle_left).
+EMBEDDED = {
+    "astronaut.png": "train",
+    "motorcycle_left.png": "train",
+    "rocket.jpg": "train",
+    "chelsea.png": "val",
+    "coffee.png": "test",
+}
+EMBEDDED_DIR = Path(skimage.data.__file__).parent
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used as it is; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One sharp image (blurred synthetically when ``blur`` is None) or one real blurred/sharp pair."""
+
+    name: str
+    split: str
+    sharp: Path
+    blur: Path | None
+    height: int
+    width: int
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the file's header, without decoding its pixels."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL reports bad headers with all three
+        raise ImageError(f"cannot read image {path}: {exc}") from exc
+    return height, width
+
+
+def read_image(path: Path) -> tuple[np.ndarray, list[str]]:
+    """The image as HxWx3 uint8 BGR, and the conversions it needed (grayscale, 16-bit, alpha)."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # not cv2.imread: clear errors, any file name
+    except OSError as exc:
+        raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ImageError(f"cannot decode image {path}: empty, corrupt or truncated file")
+    notes = []
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        notes.append("16-bit rounded to 8-bit")
+    elif image.dtype != np.uint8:
+        raise ImageError(f"image {path} has {image.dtype} samples; only 8- and 16-bit images are supported")
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        notes.append("grayscale replicated to BGR")
+    elif image.shape[2] == 4:
+        if image[:, :, 3].min() < 255:
+            raise ImageError(f"image {path} has transparent pixels; flatten it onto a background first")
+        image = np.ascontiguousarray(image[:, :, :3])
+        notes.append("opaque alpha dropped")
+    elif image.shape[2] != 3:
+        raise ImageError(f"image {path} has {image.shape[2]} channels; expected 1, 3 or 4")
+    return image, notes
+
+
+def item_name(relative: str) -> str:
+    """A record name from a relative path: suffix dropped, folders joined with '_' (no '/' in keys)."""
+    return Path(relative).with_suffix("").as_posix().replace("/", "_")
+
+
+def find_images(folder: Path) -> dict[str, Path]:
+    """Image files under ``folder`` by relative POSIX path, sorted; an error if there are none."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no folder {folder}")
+    found = {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*"))
+             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()}
+    if not found:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    names: dict[str, str] = {}
+    for relative in found:
+        other = names.setdefault(item_name(relative), relative)
+        if other != relative:
+            raise ValueError(f"{folder / other} and {folder / relative} would get the same record name")
+    return found
+
+
+def match_pairs(blur: dict[str, Path], sharp: dict[str, Path]) -> list[tuple[str, Path, Path]]:
+    """(relative path, blur file, sharp file) for files present on both sides; any other is an error."""
+    unmatched = ([f"{path} (no blurred partner)" for relative, path in sharp.items() if relative not in blur]
+                 + [f"{path} (no sharp partner)" for relative, path in blur.items() if relative not in sharp])
+    if unmatched:
+        more = f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else ""
+        raise ValueError(f"{len(unmatched)} image(s) without a partner of the same relative path: "
+                         f"{', '.join(unmatched[:10])}{more}")
+    return [(relative, blur[relative], sharp[relative]) for relative in sharp]
+
+
+def assign_splits(groups: list[str], val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
+    """Split groups (images or sequences) into train/val/test at random, fixed by ``seed``.
+
+    A non-zero fraction gets at least one group; train must keep at least one.
+    """
+    for label, fraction in (("val", val_fraction), ("test", test_fraction)):
+        if not 0 <= fraction < 1:
+            raise ValueError(f"{label} fraction must be in [0, 1), got {fraction}")
+    counts = [max(1, round(len(groups) * f)) if f > 0 else 0 for f in (test_fraction, val_fraction)]
+    if sum(counts) >= len(groups):
+        raise ValueError(f"{len(groups)} group(s) cannot be split into train, {counts[1]} val and {counts[0]} test")
+    order = np.random.default_rng([seed, zlib.crc32(b"splits")]).permutation(sorted(groups))
+    splits = ["test"] * counts[0] + ["val"] * counts[1] + ["train"] * (len(groups) - sum(counts))
+    return dict(zip(order.tolist(), splits, strict=True))
+
+
+def _pair_item(name: str, split: str, blur: Path, sharp: Path) -> Item:
+    size = image_size(sharp)
+    if image_size(blur) != size:
+        raise ImageError(f"blurred {blur} is {'x'.join(map(str, image_size(blur)))} but sharp {sharp} is "
+                         f"{'x'.join(map(str, size))}")
+    return Item(name, split, sharp, blur, *size)
+
+
+def gopro_items(root: Path, *, blur_kind: str = "blur", val_fraction: float = 0.1, seed: int = 0) -> list[Item]:
+    """GOPRO_Large: ``{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png``, pairs matched by
+    sequence and file name; validation takes whole training sequences, so no scene leaks."""
+    if blur_kind not in GOPRO_BLURS:
+        raise ValueError(f"GOPRO blur folder must be one of {', '.join(GOPRO_BLURS)}, got {blur_kind!r}")
+    sequences = {}
+    for part in ("train", "test"):
+        folder = root / part
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no {folder}: GOPRO_Large has train/ and test/ folders of sequences")
+        found = sorted(path for path in folder.iterdir() if path.is_dir())
+        if not found:
+            raise ValueError(f"no sequence folders in {folder}")
+        sequences[part] = found
+    splits = assign_splits([seq.name for seq in sequences["train"]], val_fraction, 0.0, seed)
+    splits.update({seq.name: "test" for seq in sequences["test"]})
+    return [_pair_item(item_name(f"{seq.name}/{relative}"), splits[seq.name], blur, sharp)
+            for part in ("train", "test") for seq in sequences[part]
+            for relative, blur, sharp in match_pairs(find_images(seq / blur_kind), find_images(seq / "sharp"))]
+
+
+def visdrone_items(root: Path, *, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> list[Item]:
+    """Any folder of sharp images (VisDrone2019-DET ``images/``), to be blurred; split by image."""
+    images = find_images(root)
+    splits = assign_splits(list(images), val_fraction, test_fraction, seed)
+    return [Item(item_name(relative), splits[relative], path, None, *image_size(path))
+            for relative, path in images.items()]
+
+
+def folder_items(root: Path, *, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> list[Item]:
+    """Users' own pairs: ``root/blur`` and ``root/sharp`` matched by relative path; split by pair."""
+    pairs = match_pairs(find_images(root / "blur"), find_images(root / "sharp"))
+    splits = assign_splits([relative for relative, _, _ in pairs], val_fraction, test_fraction, seed)
+    return [_pair_item(item_name(relative), splits[relative], blur, sharp) for relative, blur, sharp in pairs]
+
+
+def embedded_items() -> list[Item]:
+    """The bundled scikit-image photographs (:data:`EMBEDDED`), in their fixed splits."""
+    items = []
+    for file_name, split in EMBEDDED.items():
+        path = EMBEDDED_DIR / file_name
+        if not path.is_file():
+            raise FileNotFoundError(f"scikit-image {skimage.__version__} does not bundle {file_name} "
+                                    f"(looked in {EMBEDDED_DIR}); use another --source")
+        items.append(Item(item_name(file_name), split, path, None, *image_size(path)))
+    return items
+
+
+def load_items(source: str, root: Path | None = None, *, gopro_blur: str = "blur", val_fraction: float = 0.1,
+               test_fraction: float = 0.1, seed: int = 0) -> list[Item]:
+    """The items of ``source`` (one of :data:`SOURCES`); every source but ``embedded`` needs ``root``."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    if source != "embedded":
+        if root is None:
+            raise ValueError(f"--source {source} needs --root")
+        if not root.is_dir():
+            raise FileNotFoundError(f"no folder {root}")
+    loaders: dict[str, Callable[[], list[Item]]] = {
+        "embedded": embedded_items,
+        "gopro": lambda: gopro_items(root, blur_kind=gopro_blur, val_fraction=val_fraction, seed=seed),
+        "visdrone": lambda: visdrone_items(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed),
+        "folder": lambda: folder_items(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed),
+    }
+    items = loaders[source]()
+    log.info("%s: %d image(s) from %s (%s)", source, len(items), root or EMBEDDED_DIR,
+             ", ".join(f"{sum(item.split == split for item in items)} {split}" for split in SPLITS))
+    return items
