@@ -1,0 +1,160 @@
+"""Inference and `mrfnet deblur` on real Caffe: tiling, pad-and-crop, image forms, output paths."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from scoring_helpers import SMALLEST_VARIANT, blurred, make_run, randomise, smooth_image, write_deploy
+
+from mrfnet import cli
+from mrfnet.deblur import plan_outputs, read_image
+from mrfnet.inference import (
+    AutoTile,
+    Model,
+    blend_weights,
+    pad_to_stride,
+    predict,
+    read_prototxt,
+    receptive_field,
+    tile_starts,
+    to_uint8,
+)
+
+TILED_TOLERANCE = 2e-3  # on the 0..1 scale, for overlap 64 with every residual branch active (see the test)
+
+
+@pytest.fixture(scope="module")
+def wide_model(caffe, tmp_path_factory):
+    """The smallest variant with every weight random (scale 0.6): all residual branches act, unlike the
+    fresh net whose branch ends start at zero, so the receptive field is as wide as a trained net's."""
+    model = Model(write_deploy(tmp_path_factory.mktemp("wide")))
+    randomise(model.net, 0.6)
+    return model
+
+
+@pytest.fixture(scope="module")
+def run_dir(caffe, tmp_path_factory):
+    return make_run(caffe, tmp_path_factory.mktemp("deblur") / "run", iterations=(3,))
+
+
+def test_tiles_cover_the_image_on_the_stride_grid():
+    assert tile_starts(100, 128, 64) == [0]
+    assert tile_starts(256, 128, 64) == [0, 64, 128]
+    assert tile_starts(200, 128, 64) == [0, 64, 72]  # the last flush with the end: neighbours overlap >= 64
+    assert all(start % 8 == 0 for start in tile_starts(720, 256, 128))
+    weights = blend_weights(256, 64, 128, 64, "cosine")
+    assert weights[:24].max() == 0 and weights[-24:].max() == 0  # the outer 3/8 of the overlap is not used
+    assert weights[40:88].min() == 1
+    auto = AutoTile(max_pixels=100_000, overlap=64)
+    assert auto.shape_for(200, 304) is None  # fits: one pass
+    assert auto.shape_for(720, 1280) == (720, 136)  # spans the short side: one row of tiles
+    assert auto.shape_for(1280, 720) == (136, 720)
+    assert AutoTile(20_000, 64).shape_for(720, 1280) == (136, 136)  # too small to span: squares
+    assert AutoTile(720 * 696, 128).shape_for(720, 1280) == (720, 512)  # 3 tiles either way: the narrowest
+    for width in range(728, 2000, 8):  # never more tiles than the widest allowed would need
+        chosen = AutoTile(720 * 256, 128).shape_for(720, width)
+        assert chosen[0] == 720 and len(tile_starts(width, chosen[1], 128)) == len(tile_starts(width, 256, 128))
+    # where two tiles overlap, their weights sum to 1
+    left, right = blend_weights(256, 0, 128, 64, "linear"), blend_weights(256, 64, 128, 64, "linear")
+    np.testing.assert_allclose(left[64:128] + right[:64], 1.0, atol=1e-6)
+
+
+def test_pad_to_stride_replicates_and_the_net_keeps_any_size(wide_model):
+    chw = np.arange(2 * 9 * 13, dtype=np.float32).reshape(2, 9, 13)
+    padded = pad_to_stride(chw)
+    assert padded.shape == (2, 16, 16)
+    np.testing.assert_array_equal(padded[:, 9:, :13], np.repeat(chw[:, 8:9], 7, axis=1))
+    assert pad_to_stride(np.zeros((3, 1, 1))).shape == (3, 8, 8)
+    for height, width in ((1, 1), (9, 13), (33, 47)):  # the net itself also gives out_r4 at the input's size
+        image = np.full((height, width, 3), 77, np.uint8)
+        assert predict(wide_model.net, image).shape == (height, width, 3)
+
+
+def test_tiled_equals_whole_within_tolerance(wide_model):
+    image = blurred(smooth_image(np.random.default_rng(1), 192, 256))
+    whole = wide_model.predict(image)
+    assert np.abs(whole - image / 255.0).std() > 0.02  # the net really changes the image
+    tiled = wide_model.predict(image, tile=128, overlap=64)
+    assert np.abs(tiled - whole).max() < TILED_TOLERANCE
+    assert np.abs(to_uint8(tiled).astype(int) - to_uint8(whole)).max() <= 1
+    hard = wide_model.predict(image, tile=128, overlap=0)  # without overlap the seams show: the test can fail
+    assert np.abs(hard - whole).max() > 20 * TILED_TOLERANCE
+
+
+def test_receptive_field_is_reported(wide_model):
+    radius = receptive_field(read_prototxt(wide_model.info.path))
+    assert 100 < radius < 400  # why tiles need a wide overlap to be exact
+
+
+def test_tiling_options_are_checked(wide_model):
+    image = np.zeros((16, 16, 3), np.uint8)
+    for options in (dict(tile=100), dict(tile=64, overlap=12), dict(tile=64, overlap=40), dict(blend="gauss")):
+        with pytest.raises(ValueError):
+            predict(wide_model.net, image, **options)
+    with pytest.raises(ValueError, match="H x W x 3 uint8"):
+        predict(wide_model.net, image.astype(np.float32))
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_grey_rgba_tiny_and_large_images(run_dir, tmp_path):
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "in"
+    (folder / "nested").mkdir(parents=True)
+    grey = cv2.cvtColor(blurred(smooth_image(rng, 40, 52)), cv2.COLOR_BGR2GRAY)
+    rgba = np.dstack([blurred(smooth_image(rng, 24, 30)), rng.integers(0, 256, (24, 30), dtype=np.uint8)])
+    large = blurred(smooth_image(rng, 150, 170))  # larger than the 64-pixel tile
+    cv2.imwrite(str(folder / "grey.png"), grey)
+    cv2.imwrite(str(folder / "nested" / "rgba.png"), rgba)
+    cv2.imwrite(str(folder / "tiny.png"), np.full((1, 1, 3), 200, np.uint8))
+    cv2.imwrite(str(folder / "large.jpg"), large)
+    out = tmp_path / "new" / "folder"  # does not exist: it is created
+    assert cli.main(["deblur", str(folder), str(out), "--model", str(run_dir), "--tile", "64", "--overlap",
+                     "16"]) == 0
+    # auto tiles from a memory budget too small for the large image: the whole image's result within 1 level
+    for name, options in (("whole.png", ["--tile", "0"]), ("auto.png", ["--max-memory-gb", "0.05", "--overlap", "32"])):
+        assert cli.main(["deblur", str(folder / "large.jpg"), str(tmp_path / name), "--model", str(run_dir),
+                         *options]) == 0
+    difference = cv2.imread(str(tmp_path / "auto.png")).astype(int) - cv2.imread(str(tmp_path / "whole.png"))
+    assert np.abs(difference).max() <= 1
+    result = read_image(out / "grey.png")
+    assert result.grey and result.bgr.shape == (40, 52, 3)
+    assert cv2.imread(str(out / "grey.png"), cv2.IMREAD_UNCHANGED).ndim == 2
+    written = cv2.imread(str(out / "nested" / "rgba.png"), cv2.IMREAD_UNCHANGED)
+    assert written.shape == (24, 30, 4)
+    np.testing.assert_array_equal(written[:, :, 3], rgba[:, :, 3])  # alpha comes back unchanged
+    tiny = cv2.imread(str(out / "tiny.png"), cv2.IMREAD_UNCHANGED)
+    assert tiny.shape == (1, 1, 3) and np.abs(tiny.astype(int) - 200).max() < 30  # ~ the input: untrained net
+    assert cv2.imread(str(out / "large.png")).shape == (150, 170, 3)
+    # one file into a folder that does not exist, then to a named .png
+    assert cli.main(["deblur", str(folder / "grey.png"), str(tmp_path / "x" / "y"), "--model", str(run_dir)]) == 0
+    assert (tmp_path / "x" / "y" / "grey.png").is_file()
+    assert cli.main(["deblur", str(folder / "tiny.png"), str(tmp_path / "z" / "t.png"), "--model",
+                     str(run_dir / "snapshots" / f"{SMALLEST_VARIANT}_iter_3.caffemodel")]) == 0
+    assert cv2.imread(str(tmp_path / "z" / "t.png")).shape == (1, 1, 3)
+
+
+def test_bad_paths_are_clear_errors(run_dir, tmp_path, caplog):
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((9, 9, 3), np.uint8))
+    with pytest.raises(ValueError, match="PNG"):
+        plan_outputs(image, tmp_path / "a.jpg")
+    with pytest.raises(ValueError, match="overwrite the input"):
+        plan_outputs(image, image)
+    with pytest.raises(ValueError, match="inside the input folder"):
+        plan_outputs(tmp_path, tmp_path / "out")
+    (tmp_path / "b.jpg").write_bytes(b"not an image")
+    (tmp_path / "sub").mkdir()
+    cv2.imwrite(str(tmp_path / "sub" / "a.png"), np.zeros((9, 9, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "a.bmp"), np.zeros((9, 9, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"a\.(png|bmp) and .*a\.(png|bmp) would both be written"):
+        plan_outputs(tmp_path, tmp_path.parent / f"{tmp_path.name}-out")
+    with pytest.raises(ValueError, match="cannot read image .*b.jpg"):
+        read_image(tmp_path / "b.jpg")
+    assert cli.main(["deblur", str(tmp_path / "missing.png"), str(tmp_path / "o.png"), "--model",
+                     str(run_dir)]) == 1
+    assert "missing.png does not exist" in caplog.text
+    assert cli.main(["deblur", str(image), str(tmp_path / "o.png"), "--model", str(tmp_path / "nothing")]) == 1
+    assert "model" in caplog.text and "does not exist" in caplog.text
