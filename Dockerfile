@@ -1,6 +1,6 @@
 # The same environment as on a Debian 12 machine: tools/bootstrap.sh does all of the set-up.
 #   docker build -t mrfnet .
-#   docker run --rm mrfnet                       # the main job (mrfnet demo)
+#   docker run --rm mrfnet                       # the main job (mrfnet reproduce)
 #   docker run --rm mrfnet bash tools/bootstrap.sh test
 FROM debian:bookworm
 

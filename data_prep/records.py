@@ -57,6 +57,21 @@ def count_records(path: str | Path) -> int:
         return int(env.stat()["entries"])
 
 
+def smallest_side(path: str | Path, limit: int = 1000) -> int:
+    """The smallest height or width among the first ``limit`` records: Caffe's crop must fit every one."""
+    sides = []
+    with _open(path) as env, env.begin() as txn:
+        for index, (_, value) in enumerate(txn.cursor()):
+            if index == limit:
+                break
+            datum = caffe_pb2.Datum()
+            datum.ParseFromString(value)
+            sides.append(min(datum.height, datum.width))
+    if not sides:
+        raise ValueError(f"the LMDB at {path} holds no records")
+    return min(sides)
+
+
 def iter_pairs(path: str | Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(key, blur, sharp) for every record, in key order (the order Caffe's Data layer reads)."""
     with _open(path) as env, env.begin() as txn:

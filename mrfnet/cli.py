@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from mrfnet.caffe_env import CaffeError, CaffeNotAvailable
@@ -16,11 +17,17 @@ from mrfnet.caffe_env import CaffeError, CaffeNotAvailable
 # Modules with a `setup_parser(subparsers)`, one per command, in the order `--help` lists them.
 COMMANDS = (
     "mrfnet.doctor",
-    "mrfnet.demo",
     "netgen.cli",
+    "data_prep.cli",
     "mrfnet.solver",
     "mrfnet.train",
     "mrfnet.plot_log",
+    "mrfnet.score",
+    "mrfnet.table",
+    "mrfnet.timing",
+    "mrfnet.deblur",
+    "mrfnet.reproduce",
+    "mrfnet.report",
 )
 USER_ERRORS = (CaffeError, CaffeNotAvailable, FileNotFoundError, FileExistsError, ValueError)
 
@@ -38,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GLOG_minloglevel", "2")  # before any command module imports caffe: glog reads it once
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

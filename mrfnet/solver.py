@@ -125,7 +125,7 @@ def _schedule_from_args(args: argparse.Namespace) -> Schedule:
     preset = DATASETS.get(args.dataset, {})
     records = args.records
     if records is None and args.train_lmdb:
-        from data_prep.lmdb_writer import count_records
+        from data_prep.records import count_records
 
         records = count_records(args.train_lmdb)
     records = records or preset.get("records")

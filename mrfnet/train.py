@@ -140,7 +140,7 @@ def _check_gpus(gpus: list[int]) -> None:
 
 def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
     """Create the run folder with its options and generated prototxt; refuse an existing one."""
-    from data_prep.records import count_records
+    from data_prep.records import count_records, smallest_side
     from netgen import EdgeOptions, build_deploy, build_train_val
 
     run_dir = Path(options.run_dir)
@@ -155,6 +155,11 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
     if not 0 <= options.edge_alpha_at <= 1:
         raise ValueError(f"--edge-alpha-at is a fraction of the run in [0, 1], got {options.edge_alpha_at}")
     loss_schedule(options.loss_schedule, 1)  # reject a malformed schedule before any work
+    side = smallest_side(train_lmdb)
+    if options.crop_size > side:  # Caffe's Data layer would abort on it
+        raise ValueError(f"--crop-size {options.crop_size} is larger than the training records ({side} pixels "
+                         f"on their short side): choose --crop-size {side} or less, or rebuild with a larger "
+                         "--patch-size")
     schedule = _schedule(options, count_records(train_lmdb))
 
     run_dir.mkdir(parents=True)
@@ -202,10 +207,12 @@ class _ProgressLog:
     def update(self, info: dict[str, Any]) -> None:
         losses = info["losses"]
         if self._new:
-            self._writer.writerow(["iteration", "lr", *losses, *[f"weight_{k}" for k in losses]])
+            weights = [f"weight_{k}" for k in losses if k.startswith("loss_r")]
+            self._writer.writerow(["iteration", "wall_time", "lr", *losses, *weights])
             self._new = False
-        self._writer.writerow([info["iteration"], info["lr"], *losses.values(), *info["weights"]])
         now = time.monotonic()
+        self._writer.writerow([info["iteration"], f"{time.time():.3f}", info["lr"], *losses.values(),
+                               *info["weights"]])
         images_per_s = (info["iteration"] - self._last[1]) * self._batch_size / max(now - self._last[0], 1e-9)
         self._last = (now, info["iteration"])
         self._bar.set_postfix_str(" ".join(f"{k}={v:.4g}" for k, v in losses.items())

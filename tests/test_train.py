@@ -156,9 +156,12 @@ def test_refusals(dataset, tmp_path):
         prepare_run(_options(tmp_path / "nothing", tmp_path / "run2"), ["test"])
     with pytest.raises(FileNotFoundError, match="--weights"):
         prepare_run(_options(dataset, tmp_path / "run3", weights=str(tmp_path / "missing.caffemodel")), ["test"])
+    with pytest.raises(ValueError, match="--crop-size 64 is larger"):
+        prepare_run(_options(dataset, tmp_path / "run5", crop_size=64), ["test"])
     with pytest.raises(ValueError, match="loss schedule"):
         prepare_run(_options(dataset, tmp_path / "run4", loss_schedule="sideways"), ["test"])
     assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists() and not (tmp_path / "run4").exists()
+    assert not (tmp_path / "run5").exists()
 
 
 def test_resume_and_weights_are_exclusive(dataset, tmp_path):

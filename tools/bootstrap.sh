@@ -3,7 +3,7 @@
 #
 # Usage: tools/bootstrap.sh setup|demo|test [ARGS...]
 #   setup   Debian packages, the virtual environment, pip packages, Caffe (idempotent, cached)
-#   demo    setup, then the main job on the embedded default data (ARGS go to it)
+#   demo    setup, then the main job: `mrfnet reproduce` on the embedded data (ARGS go to it)
 #   test    setup, then the test suite (ARGS go to pytest)
 #
 # Environment:
@@ -71,7 +71,7 @@ command=${1:-}
 [ $# -gt 0 ] && shift
 case "$command" in
   setup) setup ;;
-  demo) setup; exec "$venv/bin/mrfnet" demo "$@" ;;
+  demo) setup; "$venv/bin/mrfnet" doctor; exec "$venv/bin/mrfnet" reproduce "$@" ;;
   test) setup; cd "$repo"; exec "$venv/bin/python" -m pytest "$@" ;;
   *) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
