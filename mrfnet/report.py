@@ -176,7 +176,8 @@ def _sections(results: dict[str, Any], curves: dict[str, dict[str, list[float]]]
            f"(batch {settings['batch_size']}, {settings['crop_size']}x{settings['crop_size']} crops, Adam, base lr "
            f"{settings['base_lr']:g}, loss schedule {settings['loss_schedule']}) on the embedded set: "
            f"{results['data']['train']} training patches from real photographs with synthetic blur, "
-           f"scored on {results['data']['test']} held-out whole image(s). The paper trains 50-70 epochs on "
+           f"scored on held-out photographs ({results['data']['test']} whole images, {results['data']['val']} "
+           "patches). The paper trains 50-70 epochs on "
            "GOPRO/VisDrone with four GPUs: absolute numbers here are not comparable to its tables; the "
            "comparisons between variants under one budget are what this run can speak to.", ""]
     found = claims(results, curves)
@@ -193,7 +194,7 @@ def _sections(results: dict[str, Any], curves: dict[str, dict[str, list[float]]]
     scores, scores_val = results.get("scores", {}), results.get("scores_val", {})
     if scores:
         data = results["data"]
-        head = ["model", f"test PSNR ({data['test']} image)", "test SSIM"]
+        head = ["model", f"test PSNR ({data['test']} images)", "test SSIM"]
         if scores_val:
             head += [f"val PSNR ({data['val']} patches)", "val SSIM"]
         rows = []

@@ -303,8 +303,8 @@ class TimingReport:
 
     @property
     def timing_note(self) -> str:
-        tiled = sorted({f"{size_label(m.height, m.width)} in {m.tile} tiles" for m in self.measurements
-                        if m.kind == "inference" and m.tile})
+        tiled = [f"{m.variant} {size_label(m.height, m.width)} in {m.tile} tiles" for m in self.measurements
+                 if m.kind == "inference" and m.tile]
         note = (f"Wall clock per image (batch 1) on {describe_machine(self.machine)}: mean of "
                 f"{self.settings['repeats']} forward passes after {self.settings['warmup']} warm-up, output read back.")
         if tiled:
