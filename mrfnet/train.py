@@ -327,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
             halve_every_epochs=args.halve_every_epochs, snapshot_every=args.snapshot_every, loss=args.loss,
             loss_schedule=args.loss_schedule, gpus=args.gpus, seed=args.seed,
             weights=str(args.weights) if args.weights else None, edge=args.edge, edge_alpha_at=args.edge_alpha_at)
+        _check_gpus(options.gpus)  # before the run folder exists, so a refused run leaves nothing behind
         run_dir = prepare_run(options, ["mrfnet", *sys.argv[1:]])
     try:
         result = train(run_dir, resume=args.resume)

@@ -192,3 +192,13 @@ def test_a_trained_checkpoint_beats_the_blurry_baseline(dataset, tmp_path):
     report = score_run(run_dir, test_lmdb=dataset / "val_lmdb", out_dir=tmp_path / "score")
     assert report.last.iteration == 60
     assert report.last.psnr > report.baseline["psnr"] + 0.5, (report.last.psnr, report.baseline)
+
+
+def test_gpus_are_refused_on_a_cpu_only_caffe(dataset, tmp_path, caplog):
+    from mrfnet.cli import main
+
+    command = ["train", "--run-dir", str(tmp_path / "run"), "--data", str(dataset), "--variant", "lwrefinenet",
+               "--batch-size", "2", "--crop-size", str(CROP), "--iterations", "2", "--gpus", "0"]
+    assert main(command) == 1
+    assert "--gpus needs a Caffe built with CUDA" in caplog.text
+    assert not (tmp_path / "run").exists()
