@@ -57,7 +57,7 @@ def _rows(path):
         return list(csv.DictReader(file))
 
 
-def test_lmdb_scores_every_image_with_the_blurry_baseline(lmdb_report, pairs):
+def test_lmdb_scores_every_image_with_the_blurry_baseline(lmdb_report, pairs, test_lmdb):
     report, out = lmdb_report
     rows = _rows(out / "images.csv")
     assert [row["name"] for row in rows] == [f"{i:08d}_{name}" for i, (name, _, _) in enumerate(pairs)]
@@ -79,7 +79,7 @@ def test_lmdb_scores_every_image_with_the_blurry_baseline(lmdb_report, pairs):
         assert float(row["psnr"]) == pytest.approx(float(row["blur_psnr"]), abs=3.0)
     assert summary["baseline"]["psnr"] == pytest.approx(np.mean([float(r["blur_psnr"]) for r in rows]), abs=1e-5)
     assert summary["metrics"] == {"ssim": "skimage", "y_channel": False, "crop_border": 0, "data_range": 255.0}
-    assert summary["test_set"]["name"] == "data0" and summary["test_set"]["images"] == len(pairs)
+    assert summary["test_set"]["name"] == test_lmdb.parent.name and summary["test_set"]["images"] == len(pairs)
     assert report.mean == {"psnr": report.last.psnr, "ssim": report.last.ssim}
     assert report.last.parameters > 1_000_000
 
@@ -151,7 +151,7 @@ def test_table_compares_score_outputs(lmdb_report, model_files, caffe, test_lmdb
     table = make_table([f"first={lmdb_report[1]}", str(tmp_path / "other" / "summary.json")])
     text = table.markdown()
     assert "| blurry input |" in text and "| first |" in text and "| other_iter_7 |" in text
-    assert "data0 (3) PSNR" in text and "SSIM skimage, RGB" in text
+    assert f"{test_lmdb.parent.name} (3) PSNR" in text and "SSIM skimage, RGB" in text
     assert len(table.csv().strip().splitlines()) == 4  # header, blurry, two models
     assert cli.main(["table", str(lmdb_report[1]), f"b={tmp_path / 'other'}", "--out", str(tmp_path / "t")]) == 0
     assert (tmp_path / "t.md").is_file() and (tmp_path / "t.csv").is_file()
