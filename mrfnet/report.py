@@ -239,14 +239,19 @@ def _sections(results: dict[str, Any], curves: dict[str, dict[str, list[float]]]
     return out
 
 
-def write_report(report_dir: str | Path) -> Path:
-    """(Re)write ``report.md`` and its figures from ``results.json`` and ``curves/*.csv`` in ``report_dir``."""
-    report_dir = Path(report_dir)
+def load(report_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, list[float]]]]:
+    """results.json and the curves of a report folder."""
     results_path = report_dir / RESULTS
     if not results_path.is_file():
         raise FileNotFoundError(f"{report_dir} holds no {RESULTS}: run `mrfnet reproduce` first")
-    results = json.loads(results_path.read_text())
     curves = {path.stem: read_curve(path) for path in sorted((report_dir / CURVES).glob("*.csv"))}
+    return json.loads(results_path.read_text()), curves
+
+
+def write_report(report_dir: str | Path) -> Path:
+    """(Re)write ``report.md`` and its figures from ``results.json`` and ``curves/*.csv`` in ``report_dir``."""
+    report_dir = Path(report_dir)
+    results, curves = load(report_dir)
     path = report_dir / REPORT
     path.write_text("\n".join(_sections(results, curves, report_dir)))
     log.info("wrote %s", path)
@@ -255,9 +260,7 @@ def write_report(report_dir: str | Path) -> Path:
 
 def summary_lines(report_dir: str | Path) -> list[str]:
     """The claims as one line each, for the console and the README."""
-    report_dir = Path(report_dir)
-    results = json.loads((report_dir / RESULTS).read_text())
-    curves = {path.stem: read_curve(path) for path in sorted((report_dir / CURVES).glob("*.csv"))}
+    results, curves = load(Path(report_dir))
     return [f"{c.verdict}: {c.text}: {c.measured}" for c in claims(results, curves)]
 
 

@@ -13,7 +13,6 @@ import datetime
 import json
 import logging
 import os
-import platform
 import shlex
 import shutil
 import sys
@@ -60,14 +59,9 @@ HALVINGS = 5  # the paper halves the rate every 10 of 50 epochs: five steps over
 
 def machine() -> str:
     """CPU model and core count, as the report states them."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores, CPU-only Caffe"
+    from mrfnet.timing import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} cores, CPU-only Caffe"
 
 
 def prepare_data(work_dir: Path, budget: Budget) -> dict[str, Any]:
@@ -86,16 +80,17 @@ def prepare_data(work_dir: Path, budget: Budget) -> dict[str, Any]:
                                       copies=budget.copies, force=True))
 
 
-def table1(budget: Budget) -> dict[str, Any]:
-    """Parameters and multiply-adds of each variant's deploy net at the timing sizes."""
+def table1() -> dict[str, Any]:
+    """Parameters and multiply-adds of each variant's deploy net at Table I's sizes (256x256, 1280x720)."""
     from netgen import report as netgen_report
+    from netgen.cli import size_label
 
-    sizes = ((256, 256), (720, 1280))
     results = {}
     for variant in VARIANTS:
-        totals = netgen_report.totals(netgen_report.variant_tables(variant, sizes))
+        totals = netgen_report.totals(netgen_report.variant_tables(variant))
         results[variant] = {"params": totals.params,
-                            "macs": {f"{w}x{h}": macs for (h, w), macs in zip(sizes, totals.macs, strict=True)}}
+                            "macs": {size_label(h, w): macs
+                                     for (h, w), macs in zip(netgen_report.SIZES, totals.macs, strict=True)}}
     return results
 
 
@@ -147,7 +142,7 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
     data = prepare_data(work_dir, budget)
     stage("data", started)
     started = time.monotonic()
-    sizes = table1(budget)
+    sizes = table1()
     stage("table1", started)
 
     started = time.monotonic()

@@ -89,6 +89,7 @@ def solve(job: SolveJob, conn: Any) -> None:
     caffe = import_caffe()
     from mrfnet.layers import scale_loss_values, set_scale_loss_weights
     from mrfnet.layers.edge import set_edge_alpha, train_discriminators
+    from netgen.edge import EDGE_LOSS_TOPS
 
     _setup_caffe(caffe, job)
     param = _solver_parameter(job.solver_path)  # pycaffe's solver.param exposes only a few fields
@@ -108,6 +109,7 @@ def solve(job: SolveJob, conn: Any) -> None:
     max_iter = param.max_iter
     conn.send(("start", {"iteration": solver.iter, "max_iter": max_iter}))
     weights = None
+    edge_tops = [top for top in EDGE_LOSS_TOPS if top in solver.net.blobs]  # none without --edge
     while solver.iter < max_iter and stop.signal is None:
         wanted = weights_at(job.loss_schedule, solver.iter)
         if wanted != weights:
@@ -116,7 +118,7 @@ def solve(job: SolveJob, conn: Any) -> None:
         set_edge_alpha(solver.net, 1.0 if solver.iter >= job.edge_alpha_from else 0.0)
         solver.step(1)
         train_discriminators(solver.net)  # the edge GAN's alternating step; nothing without --edge
-        losses = {**scale_loss_values(solver.net), **_edge_loss_values(solver.net)}
+        losses = {**scale_loss_values(solver.net), **_edge_loss_values(solver.net, edge_tops)}
         if not all(math.isfinite(v) for v in losses.values()):
             conn.send(("nonfinite", {"iteration": solver.iter, "losses": losses}))
             return  # no snapshot: the weights are already poisoned; the last periodic one stands
@@ -130,12 +132,9 @@ def solve(job: SolveJob, conn: Any) -> None:
     conn.send((reason, {"iteration": solver.iter, "signal": stop.signal}))
 
 
-def _edge_loss_values(net: Any) -> dict[str, float]:
-    """The edge branch's loss tops (weighted, as Caffe sums them), when the net has the branch."""
-    from netgen.edge import EDGE_LOSS_TOPS
-
-    return {top: net.blobs[top].data.item() * net.blobs[top].diff.item() for top in EDGE_LOSS_TOPS
-            if top in net.blobs}
+def _edge_loss_values(net: Any, tops: list[str]) -> dict[str, float]:
+    """The edge branch's loss tops (weighted, as Caffe sums them)."""
+    return {top: net.blobs[top].data.item() * net.blobs[top].diff.item() for top in tops}
 
 
 def _solver_parameter(path: str) -> Any:

@@ -44,6 +44,7 @@ from mrfnet.inference import (
     pixels_for_budget,
     predict,
 )
+from netgen.cli import parse_sizes, size_label
 from netgen.variants import STRIDE
 
 log = logging.getLogger(__name__)
@@ -56,22 +57,6 @@ HEADROOM_BYTES = 2 * 2**30  # address space allowed above the counted memory bef
 CHILD_TIMEOUT_S = 3600.0
 FORWARD = re.compile(r"Average Forward pass: ([\d.eE+-]+) ms")
 FORWARD_BACKWARD = re.compile(r"Average Forward-Backward: ([\d.eE+-]+) ms")
-
-
-def size_label(height: int, width: int) -> str:
-    """"WIDTHxHEIGHT", as image sizes are usually written (1280x720)."""
-    return f"{width}x{height}"
-
-
-def parse_sizes(text: str) -> list[tuple[int, int]]:
-    """"256x256,1280x720" (WIDTHxHEIGHT) -> [(height, width), ...]."""
-    sizes = []
-    for item in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)x(\d+)\s*", item)
-        if not match:
-            raise ValueError(f"sizes are WIDTHxHEIGHT, comma-separated, not {item!r}")
-        sizes.append((int(match.group(2)), int(match.group(1))))
-    return sizes
 
 
 def memory_available() -> int:
@@ -90,15 +75,19 @@ def default_max_memory_gb() -> float:
     return round(available / 2**30 / 2, 1) if available else 8.0
 
 
-def machine_info(gpu: int | None = None) -> dict[str, Any]:
-    """The machine the numbers come from: CPU model, cores, memory, Caffe version, BLAS and mode."""
-    cpu = "unknown CPU"
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown CPU" elsewhere)."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def machine_info(gpu: int | None = None) -> dict[str, Any]:
+    """The machine the numbers come from: CPU model, cores, memory, Caffe version, BLAS and mode."""
+    cpu = cpu_model()
     meminfo = Path("/proc/meminfo")
     total = 0
     if meminfo.is_file():

@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 DEFAULT_OUT_DIR = Path(__file__).resolve().parents[1] / "prototxt"
 
 
+def size_label(height: int, width: int) -> str:
+    """"WIDTHxHEIGHT", as image sizes are usually written (1280x720) and as --sizes takes them."""
+    return f"{width}x{height}"
+
+
 def parse_sizes(text: str) -> list[tuple[int, int]]:
     """"256x256,1280x720" (width x height, as images are usually named) -> [(256, 256), (720, 1280)]."""
     sizes = []

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from google.protobuf import text_format
 
 from mrfnet.caffe_env import import_caffe, run_isolated
+from netgen.cli import size_label
 from netgen.network import build_deploy
 
 SIZES = ((256, 256), (720, 1280))  # (height, width): the training crop and a GOPRO frame
@@ -128,8 +129,7 @@ def variant_tables(variant: str, sizes: Sequence[tuple[int, int]] = SIZES) -> li
 
 
 def _labels(sizes: Sequence[tuple[int, int]]) -> list[str]:
-    """Input sizes as WIDTHxHEIGHT, the way --sizes takes them."""
-    return [f"{w}x{h}" for h, w in sizes]
+    return [size_label(h, w) for h, w in sizes]
 
 
 def _count(value: float) -> str:
