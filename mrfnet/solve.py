@@ -108,14 +108,17 @@ def solve(job: SolveJob, conn: Any) -> None:
     leader = job.rank == 0
     max_iter = param.max_iter
     conn.send(("start", {"iteration": solver.iter, "max_iter": max_iter}))
-    weights = None
+    weights = edge_alpha = None
     edge_tops = [top for top in EDGE_LOSS_TOPS if top in solver.net.blobs]  # none without --edge
     while solver.iter < max_iter and stop.signal is None:
         wanted = weights_at(job.loss_schedule, solver.iter)
         if wanted != weights:
             set_scale_loss_weights(solver.net, wanted)
             weights = wanted
-        set_edge_alpha(solver.net, 1.0 if solver.iter >= job.edge_alpha_from else 0.0)
+        alpha = 1.0 if solver.iter >= job.edge_alpha_from else 0.0
+        if alpha != edge_alpha:
+            set_edge_alpha(solver.net, alpha)
+            edge_alpha = alpha
         solver.step(1)
         train_discriminators(solver.net)  # the edge GAN's alternating step; nothing without --edge
         losses = {**scale_loss_values(solver.net), **_edge_loss_values(solver.net, edge_tops)}
