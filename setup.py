@@ -22,6 +22,7 @@ setup(
         "six",
         "tqdm",
         "matplotlib",
+        "scikit-learn",  # two of the embedded photographs ship in its wheel
     ],
     extras_require={"test": ["pytest>=8", "pydot", "ruff"]},
     entry_points={"console_scripts": ["mrfnet = mrfnet.cli:main"]},

@@ -72,12 +72,20 @@ def motion_kernel(length: int, angle: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def sample_blur_params(rng: np.random.Generator) -> Params:
-    """Draw one blur from the recipe's ranges; the noise itself is fixed by a recorded seed."""
+def motion_lengths(max_length: int = MOTION_LENGTHS[-1]) -> tuple[int, ...]:
+    """The recipe's motion lengths up to ``max_length`` (the authors': 5..30 in steps of 5)."""
+    if not isinstance(max_length, int) or max_length < MOTION_LENGTHS[0]:
+        raise ValueError(f"the longest motion blur must be an integer of at least {MOTION_LENGTHS[0]} pixels "
+                         f"(the recipe's shortest), got {max_length!r}")
+    return tuple(length for length in MOTION_LENGTHS if length <= max_length)
+
+
+def sample_blur_params(rng: np.random.Generator, max_motion: int = MOTION_LENGTHS[-1]) -> Params:
+    """Draw one blur from the recipe's ranges (motion up to ``max_motion``); the noise is fixed by a recorded seed."""
     return {
         "gaussian_ksize": int(rng.choice(GAUSSIAN_KSIZES)),
         "gaussian_sigma": float(rng.uniform(*GAUSSIAN_SIGMA_RANGE)),
-        "motion_length": int(rng.choice(MOTION_LENGTHS)),
+        "motion_length": int(rng.choice(motion_lengths(max_motion))),
         "motion_angle": int(rng.choice(MOTION_ANGLES)),
         "noise_sigma": float(rng.uniform(*NOISE_SIGMA_RANGE)),
         "noise_seed": int(rng.integers(2**31)),
@@ -96,9 +104,32 @@ def apply_blur(sharp: np.ndarray, params: Params) -> np.ndarray:
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def synthesize_blur(sharp: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Params]:
+def blur_margin(params: Params) -> int:
+    """Pixels of context the blur of ``params`` reads around a pixel (Gaussian radius + motion radius)."""
+    motion = motion_kernel(params["motion_length"], params["motion_angle"])
+    return params["gaussian_ksize"] // 2 + motion.shape[0] // 2
+
+
+def apply_blur_patch(sharp: np.ndarray, y: int, x: int, size: int, params: Params) -> np.ndarray:
+    """The ``size`` x ``size`` patch at (y, x) of ``sharp`` blurred with its own ``params``.
+
+    The blur reads the patch's real surroundings for ``blur_margin`` pixels, so inside the image a
+    patch is blurred exactly as if the whole image had been; past the image's edge the sharp image is
+    continued by its edge pixels (where :func:`apply_blur` replicates each stage's output instead).
+    The noise is drawn for the patch alone. Drawing one blur per patch instead of one per
+    image gives a training set as many kernels as patches (see docs/architecture.md, "Training on a
+    small budget").
+    """
+    margin = blur_margin(params)
+    padded = np.pad(sharp, ((margin, margin), (margin, margin), (0, 0)), mode="edge")
+    region = padded[y:y + size + 2 * margin, x:x + size + 2 * margin]
+    return np.ascontiguousarray(apply_blur(region, params)[margin:margin + size, margin:margin + size])
+
+
+def synthesize_blur(sharp: np.ndarray, rng: np.random.Generator,
+                    max_motion: int = MOTION_LENGTHS[-1]) -> tuple[np.ndarray, Params]:
     """A blurred version of ``sharp`` and the parameters that reproduce it with :func:`apply_blur`."""
-    params = sample_blur_params(rng)
+    params = sample_blur_params(rng, max_motion)
     return apply_blur(sharp, params), params
 
 

@@ -33,11 +33,19 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.blur import augment, sample_augment_params, synthesize_blur
+from data_prep.blur import (
+    MOTION_LENGTHS,
+    apply_blur_patch,
+    augment,
+    motion_lengths,
+    sample_augment_params,
+    sample_blur_params,
+    synthesize_blur,
+)
 from data_prep.lmdb_writer import DEFAULT_MAP_SIZE, LmdbWriter, WriterStats, partial_path, replace_dir
 from data_prep.patches import crop, patch_origins
 from data_prep.records import encode_pair
-from data_prep.sources import SPLITS, ImageError, Item, load_items, read_image
+from data_prep.sources import SPLITS, SYNTHETIC_SOURCES, ImageError, Item, load_items, read_image
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,8 @@ FILE_PATCH = 256
 # in-process.
 AUTO_WORKERS_MIN_PIXELS = 50_000_000
 SUMMARY = "summary.json"
+# Synthetic blur: one kernel per patch (default) or one per image copy, as the authors' script did.
+BLUR_SCOPES = ("patch", "image")
 
 Record = tuple[str, bytes, dict[str, Any]]
 
@@ -67,6 +77,9 @@ class BuildOptions:
     patch_size: int | None = None
     stride: int | None = None
     copies: int = 1
+    test_copies: int | None = None  # blur draws of each whole test image; None: ``copies``
+    blur_per: str = "patch"
+    max_motion: int = MOTION_LENGTHS[-1]
     augment: bool = False
     test_whole: bool = True
     val_fraction: float = 0.1
@@ -80,10 +93,14 @@ class BuildOptions:
         """A copy with the defaults filled in and the numbers checked."""
         patch = self.patch_size or (EMBEDDED_PATCH if self.source == "embedded" else FILE_PATCH)
         stride = self.stride or (patch // 2 if self.source == "embedded" else patch)
+        motion_lengths(self.max_motion)  # checks it
         for label, value in (("patch size", patch), ("stride", stride), ("copies", self.copies),
+                             ("test copies", self.test_copies),
                              ("workers", self.workers), ("map size", self.map_size)):
             if value is not None and value < 1:
                 raise ValueError(f"{label} must be positive, got {value}")
+        if self.blur_per not in BLUR_SCOPES:
+            raise ValueError(f"blur_per must be one of {', '.join(BLUR_SCOPES)}, got {self.blur_per!r}")
         out = Path(self.out) if self.out is not None else Path("data") / self.source
         root = Path(self.root) if self.root is not None else None
         return BuildOptions(**{**asdict(self), "out": out, "root": root, "patch_size": patch, "stride": stride})
@@ -100,6 +117,8 @@ class Task:
     patch_size: int | None  # None: the whole image is one record
     stride: int
     augment: bool
+    blur_per: str
+    max_motion: int
     seed: int
 
 
@@ -110,21 +129,25 @@ def plan(items: Iterable[Item], options: BuildOptions) -> tuple[dict[str, list[T
     skipped = []
     for split in SPLITS:
         whole = split == "test" and options.test_whole
+        # Held-out patches do not overlap: a second view of the same pixels adds cost, not evidence.
+        stride = options.stride if split == "train" else options.patch_size
+        copies = options.test_copies if whole and options.test_copies is not None else options.copies
         entries = []
         for item in (item for item in items if item.split == split):
-            count = 1 if whole else len(patch_origins(item.height, item.width, options.patch_size, options.stride))
+            count = 1 if whole else len(patch_origins(item.height, item.width, options.patch_size, stride))
             if count == 0:
                 skipped.append(f"{item.sharp} ({item.height}x{item.width})")
                 continue
-            entries += [(item, copy, count) for copy in range(options.copies)]
+            entries += [(item, copy, count) for copy in range(copies)]
         order = np.random.default_rng([options.seed, zlib.crc32(split.encode())])
         indices = order.permutation(sum(count for _, _, count in entries)).tolist()
         start = 0
         for item, copy, count in entries:
-            base = item.name if options.copies == 1 else f"{item.name}_c{copy}"
+            base = item.name if copies == 1 else f"{item.name}_c{copy}"
             tasks[split].append(Task(item, copy, base, tuple(indices[start:start + count]),
-                                     None if whole else options.patch_size, options.stride,
-                                     options.augment and split == "train", options.seed))
+                                     None if whole else options.patch_size, stride,
+                                     options.augment and split == "train", options.blur_per, options.max_motion,
+                                     options.seed))
             start += count
     if skipped:
         log.warning("skipped %d image(s) smaller than the %d-pixel patch: %s", len(skipped), options.patch_size,
@@ -148,11 +171,12 @@ def make_records(task: Task) -> tuple[str, list[Record], list[str]]:
     augment_params = sample_augment_params(rng) if task.augment else None
     if augment_params is not None:
         images = {role: augment(image, augment_params) for role, image in images.items()}
-    blur_params = None
-    if "blur" not in images:
-        images["blur"], blur_params = synthesize_blur(images["sharp"], rng)
     height, width = images["sharp"].shape[:2]
     origins = [None] if task.patch_size is None else patch_origins(height, width, task.patch_size, task.stride)
+    per_patch = "blur" not in images and task.blur_per == "patch" and task.patch_size is not None
+    blur_params = None
+    if "blur" not in images and not per_patch:
+        images["blur"], blur_params = synthesize_blur(images["sharp"], rng, task.max_motion)
     records = []
     for index, origin in zip(task.indices, origins, strict=True):
         if origin is None:
@@ -160,12 +184,18 @@ def make_records(task: Task) -> tuple[str, list[Record], list[str]]:
         else:
             y, x = origin
             key = f"{index:08d}_{task.base}_y{y}_x{x}"
-            blur, sharp = (crop(images[role], y, x, task.patch_size) for role in ("blur", "sharp"))
+            sharp = crop(images["sharp"], y, x, task.patch_size)
+            if per_patch:
+                blur_params = sample_blur_params(rng, task.max_motion)
+                blur = apply_blur_patch(images["sharp"], y, x, task.patch_size, blur_params)
+            else:
+                blur = crop(images["blur"], y, x, task.patch_size)
         meta = {"split": item.split, "name": task.base, "sharp": str(item.sharp),
                 "blur": None if item.blur is None else str(item.blur), "copy": task.copy,
                 "image_size": [height, width], "crop": None if origin is None else list(origin),
-                "size": list(sharp.shape[:2]), "blur_params": blur_params, "augment": augment_params,
-                "converted": converted}
+                "size": list(sharp.shape[:2]), "blur_params": blur_params,
+                "blur_scope": None if blur_params is None else ("patch" if per_patch else "image"),
+                "augment": augment_params, "converted": converted}
         records.append((key, encode_pair(blur, sharp), meta))
     return item.split, records, converted
 
@@ -210,6 +240,9 @@ def _summary(options: BuildOptions, tasks: dict[str, list[Task]], stats: dict[st
         "source": options.source, "root": None if options.root is None else str(options.root),
         "out": str(options.out), "gopro_blur": options.gopro_blur if options.source == "gopro" else None,
         "patch_size": options.patch_size, "stride": options.stride, "copies": options.copies,
+        "test_copies": options.test_copies,
+        "blur_per": options.blur_per if options.source in SYNTHETIC_SOURCES else None,
+        "max_motion": options.max_motion if options.source in SYNTHETIC_SOURCES else None,
         "augment": options.augment, "test_whole": options.test_whole, "seed": options.seed,
         "workers": workers, "splits": splits, "skipped": {"smaller_than_patch": skipped},
         "converted": dict(converted), "records": sum(s["records"] for s in splits.values()),

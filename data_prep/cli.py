@@ -18,7 +18,15 @@ import argparse
 import os
 from pathlib import Path
 
-from data_prep.build import AUTO_WORKERS_MIN_PIXELS, EMBEDDED_PATCH, FILE_PATCH, BuildOptions, build_dataset
+from data_prep.blur import MOTION_LENGTHS
+from data_prep.build import (
+    AUTO_WORKERS_MIN_PIXELS,
+    BLUR_SCOPES,
+    EMBEDDED_PATCH,
+    FILE_PATCH,
+    BuildOptions,
+    build_dataset,
+)
 from data_prep.lmdb_writer import DEFAULT_MAP_SIZE
 from data_prep.sources import GOPRO_BLURS, SOURCES
 
@@ -27,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     build_dataset(BuildOptions(
         source=args.source, root=Path(args.root) if args.root else None, out=Path(args.out) if args.out else None,
         gopro_blur=args.gopro_blur, patch_size=args.patch_size, stride=args.stride, copies=args.copies,
+        test_copies=args.test_copies, blur_per=args.blur_per, max_motion=args.max_motion,
         augment=args.augment, test_whole=args.test_whole, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, seed=args.seed, workers=args.workers, force=args.force,
         map_size=args.map_size << 20))
@@ -49,6 +58,15 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="step between patches (default: half the patch for embedded, the patch otherwise)")
     parser.add_argument("--copies", type=int, default=1,
                         help="versions of each source image, each with its own blur and augmentation (default: 1)")
+    parser.add_argument("--test-copies", type=int,
+                        help="blur draws of each whole test image, so a test mean does not hang on one kernel "
+                             "(default: --copies)")
+    parser.add_argument("--max-motion", type=int, default=MOTION_LENGTHS[-1],
+                        help="synthetic sources: longest motion blur drawn, in pixels (the authors' recipe: "
+                             "5..30 in steps of 5; default: %(default)s)")
+    parser.add_argument("--blur-per", choices=BLUR_SCOPES, default="patch",
+                        help="synthetic sources: draw a new blur for every patch (default; as many kernels as "
+                             "patches) or one per image copy (the authors' script); whole test images get one each")
     parser.add_argument("--augment", action="store_true",
                         help="random flip, 90-degree rotation, channel permutation and saturation scaling of "
                              "training images (the paper's augmentation; off by default)")

@@ -14,6 +14,7 @@ recorded in the record's meta_info line.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import zlib
 from collections.abc import Callable
@@ -22,7 +23,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import skimage.data
 from PIL import Image
 
 log = logging.getLogger(__name__)
@@ -31,19 +31,32 @@ SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 GOPRO_BLURS = ("blur", "blur_gamma")
 SOURCES = ("embedded", "gopro", "visdrone", "folder")
+SYNTHETIC_SOURCES = ("embedded", "visdrone")  # sharp images only: the pairs' blur is synthesized
 
-# The colour photographs of natural scenes that scikit-image ships inside its wheel (no download),
-# each in one split so no scene leaks: three for training (354 patches of 96 at stride 48), the
-# smallest for validation, one whole image for testing. Left out: microscopy, retina, telescope
-# and synthetic images, and motorcycle_right (the same scene as motorcycle_left).
+# Colour photographs of real scenes shipped inside packages the project installs (no download), each
+# in one split so no scene leaks: (package, folder inside it, file) -> split. Five train, two val and
+# two test photographs; motorcycle_right is the same scene as motorcycle_left, so both train. Left out:
+# scikit-image's microscopy, retina, telescope, texture and synthetic images.
 EMBEDDED = {
-    "astronaut.png": "train",
-    "motorcycle_left.png": "train",
-    "rocket.jpg": "train",
-    "chelsea.png": "val",
-    "coffee.png": "test",
+    ("skimage", "data", "astronaut.png"): "train",
+    ("skimage", "data", "motorcycle_left.png"): "train",
+    ("skimage", "data", "motorcycle_right.png"): "train",
+    ("skimage", "data", "rocket.jpg"): "train",
+    ("sklearn", "datasets/images", "china.jpg"): "train",
+    ("skimage", "data", "chelsea.png"): "val",
+    ("matplotlib", "mpl-data/sample_data", "grace_hopper.jpg"): "val",
+    ("skimage", "data", "coffee.png"): "test",
+    ("sklearn", "datasets/images", "flower.jpg"): "test",
 }
-EMBEDDED_DIR = Path(skimage.data.__file__).parent
+
+
+def embedded_path(package: str, folder: str, file_name: str) -> Path:
+    """Where ``package`` keeps a bundled photograph (found from the package, never downloaded)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"the embedded set needs the {package} package for {file_name}: "
+                                f"pip install the project again (`bash tools/bootstrap.sh setup`)")
+    return Path(spec.origin).parent / folder / file_name
 
 
 class ImageError(ValueError):
@@ -193,13 +206,13 @@ def folder_items(root: Path, *, val_fraction: float = 0.1, test_fraction: float 
 
 
 def embedded_items() -> list[Item]:
-    """The bundled scikit-image photographs (:data:`EMBEDDED`), in their fixed splits."""
+    """The bundled photographs (:data:`EMBEDDED`), in their fixed splits."""
     items = []
-    for file_name, split in EMBEDDED.items():
-        path = EMBEDDED_DIR / file_name
+    for (package, folder, file_name), split in EMBEDDED.items():
+        path = embedded_path(package, folder, file_name)
         if not path.is_file():
-            raise FileNotFoundError(f"scikit-image {skimage.__version__} does not bundle {file_name} "
-                                    f"(looked in {EMBEDDED_DIR}); use another --source")
+            raise FileNotFoundError(f"the installed {package} does not bundle {file_name} (looked for {path}); "
+                                    "use another --source")
         items.append(Item(item_name(file_name), split, path, None, *image_size(path)))
     return items
 
@@ -221,6 +234,6 @@ def load_items(source: str, root: Path | None = None, *, gopro_blur: str = "blur
         "folder": lambda: folder_items(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed),
     }
     items = loaders[source]()
-    log.info("%s: %d image(s) from %s (%s)", source, len(items), root or EMBEDDED_DIR,
+    log.info("%s: %d image(s) from %s (%s)", source, len(items), root or "bundled photographs",
              ", ".join(f"{sum(item.split == split for item in items)} {split}" for split in SPLITS))
     return items

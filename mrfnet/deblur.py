@@ -1,4 +1,8 @@
-"""`mrfnet deblur IN OUT --model MODEL`: deblur one image or a folder of images, any size.
+"""`mrfnet deblur IN OUT [--model MODEL]`: deblur one image or a folder of images, any size.
+
+Without --model it uses the main job's trained MRFNet (the headline run of `mrfnet reproduce`, in
+its default work folder), so `bash tools/bootstrap.sh demo` followed by `mrfnet deblur photo.jpg
+out.png` works as it is.
 
 MODEL is a run folder (its latest snapshot and deploy.prototxt) or a .caffemodel (with
 ``--deploy``, ``--variant``, or the deploy.prototxt of the run folder it sits in).
@@ -29,7 +33,9 @@ from tqdm import tqdm
 
 from mrfnet.inference import DEFAULT_MAX_MEMORY_GB, DEFAULT_OVERLAP, Model, resolve_tile
 from mrfnet.montage import write_png
+from mrfnet.reproduce import main_job_model
 from mrfnet.score import IMAGE_SUFFIXES, add_inference_arguments, parse_tile, resolve_model
+from mrfnet.train import SNAPSHOT_DIR
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +129,21 @@ def deblur_paths(model: Model, plan: list[tuple[Path, Path]], *, tile: int | str
     return written
 
 
+def default_model() -> Path:
+    """The main job's headline run folder; FileNotFoundError naming the command that makes it."""
+    run_dir = main_job_model()
+    if not any((run_dir / SNAPSHOT_DIR).glob("*_iter_*.caffemodel")):
+        raise FileNotFoundError(f"no --model given and no trained main-job model at {run_dir}: run "
+                                "`bash tools/bootstrap.sh demo` (or `mrfnet reproduce`) first, "
+                                "or pass --model RUN_DIR|MODEL.caffemodel")
+    return run_dir
+
+
 def run(args: argparse.Namespace) -> int:
     plan = plan_outputs(args.input, args.output)
+    model_path = args.model if args.model is not None else default_model()
     with tempfile.TemporaryDirectory(prefix="mrfnet-deblur-") as tmp:
-        source = resolve_model(args.model, deploy=args.deploy, variant=args.variant, work_dir=Path(tmp),
+        source = resolve_model(model_path, deploy=args.deploy, variant=args.variant, work_dir=Path(tmp),
                                last_only=True)
         iteration, weights = source.snapshots[-1]
         log.info("model %s%s, deploy %s", weights, f" (iteration {iteration})" if iteration is not None else "",
@@ -144,7 +161,8 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", metavar="IN", type=Path, help="an image or a folder of images")
     parser.add_argument("output", metavar="OUT", type=Path, help="output .png, or a folder")
-    parser.add_argument("--model", required=True, help="a run folder (its latest snapshot) or a .caffemodel")
+    parser.add_argument("--model", help="a run folder (its latest snapshot) or a .caffemodel (default: the main "
+                        "job's MRFNet, from `mrfnet reproduce`)")
     parser.add_argument("--deploy", type=Path, help="deploy prototxt (default: the run's, or generated for --variant)")
     parser.add_argument("--variant", help="variant whose deploy net netgen generates, for a bare caffemodel")
     add_inference_arguments(parser)

@@ -1,9 +1,11 @@
 """`mrfnet reproduce`: the paper's pipeline end to end on the embedded set, small enough for a 2-core CPU.
 
-data-prep (embedded) -> netgen (Table I) -> train the four variants and MRFNet with a single L2
-under one budget -> score on the held-out split -> time and memory -> reports/<name>/report.md.
-Work lives in --work-dir (data and run folders): a second call reuses finished runs and resumes
-interrupted ones, so it is fast and loses nothing. --quick is the few-minute version CI runs.
+data-prep (embedded) -> netgen (Table I) -> train: the headline MRFNet with the scale refinement loss
+on most of the budget, then the ablations (the four variants with a single L2, and MRFNet with the
+scale loss, on an equal smaller budget, each over several seeds) -> score the headline on the
+held-out test photographs (every run is validated on the val split while it trains) -> time and
+memory -> reports/<name>/report.md. Work lives in --work-dir (data and run folders): a second call
+reuses finished runs and resumes interrupted ones. --quick is the few-minute version CI runs.
 """
 
 from __future__ import annotations
@@ -33,28 +35,65 @@ VARIANTS = report.VARIANT_ORDER
 class Budget:
     """How much work each stage does: the only difference between the full job and --quick."""
 
-    iterations: int
+    headline_iterations: int
+    ablation_iterations: int
+    seeds: tuple[int, ...]  # each ablation run is repeated once per seed: the spread is its noise
     batch_size: int
     crop_size: int
+    ablation_crop_size: int
     patch_size: int
-    copies: int  # blur realisations per photograph: five photographs need several to teach more than five kernels
+    copies: int
+    test_copies: int  # blur draws of each whole test photograph
+    max_motion: int  # longest motion blur of the embedded set (see docs/architecture.md, "Training on a small budget")
     base_lr: float
+    halvings: int
+    loss_schedule: str  # the scale refinement loss's weights over a run (headline and mrfnet-scale runs)
+    validations: int  # val scores per run (the last at its final iteration)
+    val_limit: int | None  # val records scored (None: all)
     timing_sizes: tuple[tuple[int, int], ...]  # (height, width)
     timing_repeats: int
     memory_batches: tuple[int, ...]
     memory_side: int
     caffe_time: bool  # also run `caffe time` beside the Python timing
+    minutes: int  # what the whole job takes on the 2-core development machine, said when it starts
 
 
-# Full: about 30 minutes on 2 cores (see the README's Results for the measured time).
-FULL = Budget(iterations=300, batch_size=4, crop_size=64, patch_size=96, copies=4, base_lr=5e-4,
-              timing_sizes=((256, 256), (720, 1280)), timing_repeats=2, memory_batches=(8, 16), memory_side=256,
-              caffe_time=True)
-QUICK = Budget(iterations=12, batch_size=2, crop_size=32, patch_size=48, copies=1, base_lr=5e-4,
-               timing_sizes=((64, 64),), timing_repeats=1, memory_batches=(8, 16), memory_side=64,
-               caffe_time=False)
-MONTAGE_IMAGES = 1  # test images per montage: whole photographs as PNG are large, and the report is committed
-HALVINGS = 5  # the paper halves the rate every 10 of 50 epochs: five steps over a run, kept at any budget
+FULL = Budget(
+    headline_iterations=1200, ablation_iterations=120, seeds=(0, 1), batch_size=4, crop_size=64, ablation_crop_size=48,
+    patch_size=96, copies=1, test_copies=8, max_motion=10, base_lr=2e-4, halvings=3, loss_schedule="uniform",
+    validations=6, val_limit=None, timing_sizes=((256, 256), (720, 1280)), timing_repeats=1, memory_batches=(4, 16),
+    memory_side=256, caffe_time=False, minutes=40)
+QUICK = Budget(
+    headline_iterations=12, ablation_iterations=6, seeds=(0, 1), batch_size=2, crop_size=32, ablation_crop_size=32,
+    patch_size=48, copies=1, test_copies=1, max_motion=10, base_lr=2e-4, halvings=3, loss_schedule="uniform",
+    validations=2, val_limit=8, timing_sizes=((64, 64),), timing_repeats=1, memory_batches=(4, 16), memory_side=64,
+    caffe_time=False, minutes=5)
+MONTAGE_IMAGES = 2  # test images in the headline's montage: whole photographs as PNG are large; the report is committed
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the main job."""
+
+    variant: str
+    loss_schedule: str
+    iterations: int
+    crop_size: int
+    seed: int
+    group: str  # "headline" or the ablation it belongs to ("l2" or "scale")
+
+
+DEFAULT_NAME = "embedded-cpu"
+HEADLINE_RUN = "mrfnet"  # the main job's MRFNet, trained with the scale refinement loss on most of the budget
+
+
+def default_work_dir(name: str) -> Path:
+    return Path("runs") / f"reproduce-{name}"
+
+
+def main_job_model() -> Path:
+    """The headline run folder of the default main job (what `mrfnet deblur` uses without --model)."""
+    return default_work_dir(DEFAULT_NAME) / "runs" / HEADLINE_RUN
 
 
 def machine() -> str:
@@ -72,12 +111,15 @@ def prepare_data(work_dir: Path, budget: Budget) -> dict[str, Any]:
     summary_path = data / "summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
-        if (summary["patch_size"], summary["copies"]) == (budget.patch_size, budget.copies):
+        wanted = {"patch_size": budget.patch_size, "copies": budget.copies, "test_copies": budget.test_copies,
+                  "max_motion": budget.max_motion, "blur_per": "patch"}
+        if all(summary.get(key) == value for key, value in wanted.items()):
             log.info("reusing the embedded data in %s", data)
             return summary
         log.info("the embedded data in %s was built with other settings: rebuilding it", data)
     return build_dataset(BuildOptions(source="embedded", out=data, patch_size=budget.patch_size,
-                                      copies=budget.copies, force=True))
+                                      copies=budget.copies, test_copies=budget.test_copies,
+                                      max_motion=budget.max_motion, blur_per="patch", force=True))
 
 
 def table1() -> dict[str, Any]:
@@ -94,34 +136,59 @@ def table1() -> dict[str, Any]:
     return results
 
 
-def run_plan(budget: Budget) -> dict[str, dict[str, Any]]:
-    """Run name -> (variant, loss schedule): the four variants, and MRFNet with a single full-resolution L2."""
-    plan = {variant: {"variant": variant, "loss_schedule": "coarse-to-fine"} for variant in VARIANTS}
-    plan[report.SINGLE_L2_RUN] = {"variant": "mrfnet", "loss_schedule": "full-only"}
+def run_plan(budget: Budget) -> dict[str, RunSpec]:
+    """Run name -> spec: the headline MRFNet, then per seed the four variants with a single full-resolution L2
+    (Table V's ablation) and MRFNet with the scale refinement loss (Fig. 5's comparison), all on one budget."""
+    plan = {report.HEADLINE: RunSpec("mrfnet", budget.loss_schedule, budget.headline_iterations, budget.crop_size,
+                                     0, "headline")}
+    for seed in budget.seeds:
+        for variant in VARIANTS:
+            plan[report.ablation_run(variant, "l2", seed)] = RunSpec(
+                variant, "full-only", budget.ablation_iterations, budget.ablation_crop_size, seed, "l2")
+        plan[report.ablation_run("mrfnet", "scale", seed)] = RunSpec(
+            "mrfnet", budget.loss_schedule, budget.ablation_iterations, budget.ablation_crop_size, seed, "scale")
     return plan
 
 
-def train_run(work_dir: Path, name: str, spec: dict[str, Any], budget: Budget, records: int) -> Path:
-    """Train one run to the budget: reuse it when finished, resume it when interrupted."""
+def train_run(work_dir: Path, name: str, spec: RunSpec, budget: Budget, records: int) -> Path:
+    """Train one run to its budget: reuse it when finished, resume it when interrupted."""
     run_dir = work_dir / "runs" / name
-    final = run_dir / SNAPSHOT_DIR / f"{spec['variant']}_iter_{budget.iterations}.caffemodel"
+    final = run_dir / SNAPSHOT_DIR / f"{spec.variant}_iter_{spec.iterations}.caffemodel"
     if final.is_file():
         log.info("%s: already trained (%s)", name, final)
         return final
-    epochs = budget.iterations * budget.batch_size / records
+    epochs = spec.iterations * budget.batch_size / records
     if run_dir.exists():
         log.info("%s: resuming from %s", name, latest_solverstate(run_dir) or "the start")
         result = train(run_dir, resume=True)
     else:
-        options = TrainOptions(variant=spec["variant"], data=str(work_dir / "data"), run_dir=str(run_dir),
-                               batch_size=budget.batch_size, crop_size=budget.crop_size, epochs=epochs,
-                               iterations=budget.iterations, base_lr=budget.base_lr,
-                               halve_every_epochs=epochs / HALVINGS, snapshot_every=budget.iterations,
-                               loss_schedule=spec["loss_schedule"])
+        options = TrainOptions(variant=spec.variant, data=str(work_dir / "data"), run_dir=str(run_dir),
+                               batch_size=budget.batch_size, crop_size=spec.crop_size, epochs=epochs,
+                               iterations=spec.iterations, base_lr=budget.base_lr,
+                               halve_every_epochs=epochs / (budget.halvings + 1),
+                               snapshot_every=spec.iterations, loss_schedule=spec.loss_schedule, seed=spec.seed,
+                               val_every=max(1, spec.iterations // budget.validations),
+                               val_limit=budget.val_limit)
         result = train(prepare_run(options, ["mrfnet", "reproduce"]))
     if result.status != "finished" or result.snapshot != final:
         raise RuntimeError(f"{name} stopped at iteration {result.iteration}: run `mrfnet reproduce` again to resume")
     return final
+
+
+def final_val(run_dir: Path, iterations: int) -> dict[str, float]:
+    """The val scores of a run's final weights, from the last validation row of its progress.csv."""
+    curve = report.read_curve(run_dir / "progress.csv")
+    rows = [i for i, value in enumerate(curve.get("val_psnr", [])) if value == value]  # not NaN: validated there
+    if not rows or curve["iteration"][rows[-1]] != iterations:
+        raise RuntimeError(f"{run_dir} has no validation at iteration {iterations}: delete it and run again")
+    last = rows[-1]
+    return {"psnr": curve["val_psnr"][last], "ssim": curve["val_ssim"][last],
+            "gain_db": curve["val_gain_db"][last]}
+
+
+def blurry_val(run_dir: Path) -> dict[str, float]:
+    best = json.loads((run_dir / "best.json").read_text())
+    return {"psnr": best["blur_psnr"], "ssim": best["blur_ssim"]}
 
 
 def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, command: str) -> Path:
@@ -129,6 +196,8 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
     from mrfnet.score import score_model
     from mrfnet.timing import time_variants
 
+    log.info("the main job (%s): about %d minutes on a 2-core CPU with Caffe built; work folder %s",
+             name, budget.minutes, work_dir)
     began = time.monotonic()
     seconds: dict[str, float] = {}
 
@@ -137,7 +206,9 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
         log.info("stage %s done in %.1f s", label, seconds[label])
 
     report_dir = report_root / name
-    (report_dir / report.CURVES).mkdir(parents=True, exist_ok=True)
+    if (report_dir / report.CURVES).is_dir():
+        shutil.rmtree(report_dir / report.CURVES)  # curves of an older plan must not linger
+    (report_dir / report.CURVES).mkdir(parents=True)
     started = time.monotonic()
     data = prepare_data(work_dir, budget)
     stage("data", started)
@@ -146,27 +217,28 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
     stage("table1", started)
 
     started = time.monotonic()
-    models = {}
-    for run_name, spec in run_plan(budget).items():
-        models[run_name] = train_run(work_dir, run_name, spec, budget, data["splits"]["train"]["records"])
-        shutil.copyfile(work_dir / "runs" / run_name / "progress.csv", report_dir / report.CURVES / f"{run_name}.csv")
+    runs: dict[str, dict[str, Any]] = {}
+    plan = run_plan(budget)
+    for run_name, spec in plan.items():
+        run_started = time.monotonic()
+        caffemodel = train_run(work_dir, run_name, spec, budget, data["splits"]["train"]["records"])
+        run_dir = work_dir / "runs" / run_name
+        shutil.copyfile(run_dir / "progress.csv", report_dir / report.CURVES / f"{run_name}.csv")
+        runs[run_name] = {**asdict(spec), "caffemodel": str(caffemodel), "val": final_val(run_dir, spec.iterations),
+                          "seconds": round(time.monotonic() - run_started, 1)}
     stage("train", started)
+    val_blurry = blurry_val(work_dir / "runs" / report.HEADLINE)
 
     started = time.monotonic()
-    scores: dict[str, dict[str, Any]] = {split: {} for split in report.SCORED_SPLITS}
+    headline = Path(runs[report.HEADLINE]["caffemodel"])
+    result = score_model(headline.parents[1] / "deploy.prototxt", headline, test_lmdb=work_dir / "data" / "test_lmdb",
+                         out_dir=work_dir / "scores" / "test" / report.HEADLINE, montage=True,
+                         montage_limit=MONTAGE_IMAGES)
+    test = {"blurry": result.baseline, report.HEADLINE: result.mean}
     montages = []
-    for run_name, caffemodel in models.items():
-        for split in report.SCORED_SPLITS:
-            result = score_model(caffemodel.parents[1] / "deploy.prototxt", caffemodel,
-                                 test_lmdb=work_dir / "data" / f"{split}_lmdb",
-                                 out_dir=work_dir / "scores" / split / run_name, montage=split == "test",
-                                 montage_limit=MONTAGE_IMAGES)
-            scores[split].setdefault("blurry", result.baseline)
-            scores[split][run_name] = result.mean
-            if result.montage is not None:
-                target = f"montage_{run_name}.png"
-                shutil.copyfile(result.montage, report_dir / target)
-                montages.append(target)
+    if result.montage is not None:
+        montages.append(f"montage_{report.HEADLINE}.png")
+        shutil.copyfile(result.montage, report_dir / montages[-1])
     stage("score", started)
 
     started = time.monotonic()
@@ -178,11 +250,10 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
     seconds["total"] = round(time.monotonic() - began, 1)
     results = {
         "name": name, "command": command, "date": datetime.date.today().isoformat(), "machine": machine(),
-        "settings": {**asdict(budget), "loss_schedule": "coarse-to-fine"},
-        "data": {split: info["records"] for split, info in data["splits"].items()},
-        "table1": sizes, "scores": scores["test"], "scores_val": scores["val"], "timing": timing,
-        "timing_note": timing_note, "memory": memory,
-        "memory_note": memory_note, "montages": montages, "seconds": seconds,
+        "settings": asdict(budget), "data": {split: info["records"] for split, info in data["splits"].items()},
+        "photographs": photographs(), "table1": sizes, "runs": runs, "val_blurry": val_blurry, "test": test,
+        "timing": timing, "timing_note": timing_note, "memory": memory, "memory_note": memory_note,
+        "montages": montages, "seconds": seconds,
         "metric": "skimage SSIM (Gaussian, sigma 1.5), PSNR on RGB 0..255, no border crop",
     }
     (report_dir / report.RESULTS).write_text(json.dumps(results, indent=2) + "\n")
@@ -193,10 +264,20 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
     return report_dir
 
 
+def photographs() -> dict[str, list[str]]:
+    """Split -> the embedded photographs in it (by package and file), as the report states them."""
+    from data_prep.sources import EMBEDDED
+
+    splits: dict[str, list[str]] = {}
+    for (package, _, file_name), split in EMBEDDED.items():
+        splits.setdefault(split, []).append(f"{file_name} ({package})")
+    return splits
+
+
 def run(args: argparse.Namespace) -> int:
     budget = QUICK if args.quick else FULL
-    name = args.name or ("quick" if args.quick else "embedded-cpu")
-    work_dir = args.work_dir or Path("runs") / f"reproduce-{name}"
+    name = args.name or ("quick" if args.quick else DEFAULT_NAME)
+    work_dir = args.work_dir or default_work_dir(name)
     reproduce(name, work_dir, args.reports, budget, shlex.join(["mrfnet", *sys.argv[1:]]))
     return 0
 
@@ -205,7 +286,8 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("reproduce", help="the main job: data, four variants, scores, timing, report",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help=f"a few-minute version ({QUICK.iterations} iterations per run, tiny crops)")
+                        help=f"a few-minute version ({QUICK.headline_iterations} iterations for the headline run, "
+                             f"{QUICK.ablation_iterations} per ablation run, tiny crops)")
     parser.add_argument("--name", help="report name (default: embedded-cpu, or quick with --quick)")
     parser.add_argument("--reports", type=Path, default=Path("reports"),
                         help="folder of report folders (default: %(default)s)")

@@ -12,6 +12,7 @@ import math
 import os
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mrfnet.caffe_env import import_caffe
@@ -32,6 +33,12 @@ class SolveJob:
     gpus: list[int] = field(default_factory=list)
     rank: int = 0
     nccl_uid: Any = None
+    val_every: int | None = None  # validate on val_lmdb every this many iterations (rank 0 only)
+    val_lmdb: str | None = None
+    val_limit: int | None = None
+    deploy_path: str | None = None
+    best_path: str | None = None  # where the weights of the best val PSNR so far are kept
+    best_psnr: float | None = None  # the best val PSNR of the run so far (a resumed run carries it on)
 
 
 class _StopRequest:
@@ -89,6 +96,7 @@ def solve(job: SolveJob, conn: Any) -> None:
     caffe = import_caffe()
     from mrfnet.layers import scale_loss_values, set_scale_loss_weights
     from mrfnet.layers.edge import set_edge_alpha, train_discriminators
+    from mrfnet.validation import Validator, is_better, save_best  # imports caffe: after GLOG_minloglevel
     from netgen.edge import EDGE_LOSS_TOPS
 
     _setup_caffe(caffe, job)
@@ -107,6 +115,10 @@ def solve(job: SolveJob, conn: Any) -> None:
             solver.net.after_backward(nccl)
     leader = job.rank == 0
     max_iter = param.max_iter
+    validator = None
+    if leader and job.val_every:
+        validator = Validator(caffe, job.deploy_path, solver.net, job.val_lmdb, limit=job.val_limit)
+    best_psnr = job.best_psnr
     conn.send(("start", {"iteration": solver.iter, "max_iter": max_iter}))
     weights = edge_alpha = None
     edge_tops = [top for top in EDGE_LOSS_TOPS if top in solver.net.blobs]  # none without --edge
@@ -126,8 +138,16 @@ def solve(job: SolveJob, conn: Any) -> None:
             conn.send(("nonfinite", {"iteration": solver.iter, "losses": losses}))
             return  # no snapshot: the weights are already poisoned; the last periodic one stands
         if leader and solver.iter % PROGRESS_EVERY == 0:
-            conn.send(("progress", {"iteration": solver.iter, "losses": losses, "weights": weights,
-                                    "lr": _learning_rate(param, solver.iter)}))
+            info = {"iteration": solver.iter, "losses": losses, "weights": weights,
+                    "lr": _learning_rate(param, solver.iter)}
+            if validator is not None and (solver.iter % job.val_every == 0 or solver.iter == max_iter):
+                score = validator.score()
+                info["val"] = {**score.columns(), "blur_psnr": score.blur_psnr, "blur_ssim": score.blur_ssim,
+                               "images": score.images, "best": is_better(score.psnr, best_psnr)}
+                if info["val"]["best"]:
+                    best_psnr = score.psnr
+                    save_best(solver.net, Path(job.best_path))
+            conn.send(("progress", info))
     snapshot_every = param.snapshot
     if leader and not (snapshot_every and solver.iter % snapshot_every == 0):
         solver.snapshot()  # Caffe snapshots at multiples of `snapshot`; this covers a stop or the end

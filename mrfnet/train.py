@@ -28,11 +28,14 @@ from tqdm import tqdm
 from mrfnet.caffe_env import CaffeError, glog_failure, import_caffe, run_isolated
 from mrfnet.solve import SolveJob, solve
 from mrfnet.solver import HALVE_EVERY_EPOCHS, Schedule, write_solver
+from mrfnet.validation import BEST_MODEL, check_val_every, write_json_atomic
+from mrfnet.validation import COLUMNS as VAL_COLUMNS
 from netgen.variants import VARIANTS
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_DIR = "snapshots"
+BEST = "best.json"  # the iteration and scores of the best validation so far (with --val-every)
 LOSS_SCHEDULES = ("coarse-to-fine", "uniform", "full-only")
 
 
@@ -61,6 +64,8 @@ class TrainOptions:
     weights: str | None = None
     edge: bool = False
     edge_alpha_at: float = 0.5
+    val_every: int | None = None
+    val_limit: int | None = None
 
 
 @dataclass
@@ -155,6 +160,7 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
     if not 0 <= options.edge_alpha_at <= 1:
         raise ValueError(f"--edge-alpha-at is a fraction of the run in [0, 1], got {options.edge_alpha_at}")
     loss_schedule(options.loss_schedule, 1)  # reject a malformed schedule before any work
+    check_val_every(options.val_every, val_lmdb, options.val_limit)
     side = smallest_side(train_lmdb)
     if options.crop_size > side:  # Caffe's Data layer would abort on it
         raise ValueError(f"--crop-size {options.crop_size} is larger than the training records ({side} pixels "
@@ -192,31 +198,43 @@ def load_options(run_dir: Path) -> TrainOptions:
 
 
 class _ProgressLog:
-    """progress.csv (one row per iteration) and the tqdm bar."""
+    """progress.csv (one row per iteration, val columns filled where validation ran), best.json, the tqdm bar."""
 
-    def __init__(self, run_dir: Path, start: int, total: int, batch_size: int) -> None:
+    def __init__(self, run_dir: Path, start: int, total: int, batch_size: int, validate: bool) -> None:
         path = run_dir / "progress.csv"
         new = not path.exists()
+        self._run_dir = run_dir
         self._file = path.open("a", newline="")
         self._writer = csv.writer(self._file)
         self._new = new
+        self._validate = validate
         self._batch_size = batch_size
         self._bar = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True, desc="train")
         self._last = (time.monotonic(), start)
+        self._val_note = ""
 
     def update(self, info: dict[str, Any]) -> None:
         losses = info["losses"]
+        val_columns = list(VAL_COLUMNS) if self._validate else []
         if self._new:
             weights = [f"weight_{k}" for k in losses if k.startswith("loss_r")]
-            self._writer.writerow(["iteration", "wall_time", "lr", *losses, *weights])
+            self._writer.writerow(["iteration", "wall_time", "lr", *losses, *weights, *val_columns])
             self._new = False
         now = time.monotonic()
+        val = info.get("val")
         self._writer.writerow([info["iteration"], f"{time.time():.3f}", info["lr"], *losses.values(),
-                               *info["weights"]])
+                               *info["weights"], *(f"{val[c]:.4f}" if val else "" for c in val_columns)])
+        if val:
+            self._file.flush()
+            self._val_note = f" val={val['val_psnr']:.2f}dB({val['val_gain_db']:+.2f})"
+            if val["best"]:
+                best = {"iteration": info["iteration"], **{k: v for k, v in val.items() if k != "best"},
+                        "caffemodel": f"{SNAPSHOT_DIR}/{BEST_MODEL}"}
+                write_json_atomic(self._run_dir / BEST, best)
         images_per_s = (info["iteration"] - self._last[1]) * self._batch_size / max(now - self._last[0], 1e-9)
         self._last = (now, info["iteration"])
         self._bar.set_postfix_str(" ".join(f"{k}={v:.4g}" for k, v in losses.items())
-                                  + f" lr={info['lr']:.2e} img/s={images_per_s:.1f}")
+                                  + f" lr={info['lr']:.2e} img/s={images_per_s:.1f}" + self._val_note)
         self._bar.update(info["iteration"] - self._bar.n)
 
     def close(self) -> None:
@@ -244,17 +262,24 @@ def train(run_dir: Path, *, resume: bool = False) -> TrainResult:
         import caffe
 
         nccl_uid = caffe.NCCL.new_uid()  # the parent owns NCCL's bootstrap root, as in python/train.py
+    best = json.loads((run_dir / BEST).read_text()) if (restore and (run_dir / BEST).is_file()) else None
     jobs = [SolveJob(solver_path=str(run_dir / "solver.prototxt"), log_path=str(run_dir / "caffe.log"),
                      loss_schedule=schedule, edge_alpha_from=round(options.edge_alpha_at * solver_param.max_iter),
                      restore=str(restore) if restore else None,
-                     weights=None if restore else options.weights, gpus=gpus, rank=rank, nccl_uid=nccl_uid)
+                     weights=None if restore else options.weights, gpus=gpus, rank=rank, nccl_uid=nccl_uid,
+                     val_every=options.val_every, val_lmdb=str(Path(options.data) / "val_lmdb"),
+                     val_limit=options.val_limit,
+                     deploy_path=str(run_dir / "deploy.prototxt"),
+                     best_path=str(run_dir / SNAPSHOT_DIR / BEST_MODEL),
+                     best_psnr=best["val_psnr"] if best else None)
              for rank in range(max(1, len(gpus)))]
     log.info("training %s from iteration %d to %d on %s", options.variant, start, solver_param.max_iter,
              f"GPUs {gpus}" if gpus else "the CPU")
-    return _supervise(run_dir, jobs, start, solver_param.max_iter, options.batch_size)
+    return _supervise(run_dir, jobs, start, solver_param.max_iter, options.batch_size, bool(options.val_every))
 
 
-def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, batch_size: int) -> TrainResult:
+def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, batch_size: int,
+               validate: bool) -> TrainResult:
     context = multiprocessing.get_context("spawn")
     processes, connections = [], []
     for job in jobs:
@@ -272,7 +297,7 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
                 process.terminate()  # SIGTERM: the child's handler snapshots and exits
 
     previous = {s: signal.signal(s, forward_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    progress = _ProgressLog(run_dir, start, max_iter, batch_size)
+    progress = _ProgressLog(run_dir, start, max_iter, batch_size, validate)
     began = time.monotonic()
     outcome: tuple[str, dict] | None = None
     try:
@@ -326,7 +351,8 @@ def run(args: argparse.Namespace) -> int:
             crop_size=args.crop_size, epochs=args.epochs, iterations=args.iterations, base_lr=args.base_lr,
             halve_every_epochs=args.halve_every_epochs, snapshot_every=args.snapshot_every, loss=args.loss,
             loss_schedule=args.loss_schedule, gpus=args.gpus, seed=args.seed,
-            weights=str(args.weights) if args.weights else None, edge=args.edge, edge_alpha_at=args.edge_alpha_at)
+            weights=str(args.weights) if args.weights else None, edge=args.edge, edge_alpha_at=args.edge_alpha_at,
+            val_every=args.val_every, val_limit=args.val_limit)
         _check_gpus(options.gpus)  # before the run folder exists, so a refused run leaves nothing behind
         run_dir = prepare_run(options, ["mrfnet", *sys.argv[1:]])
     try:
@@ -372,4 +398,12 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--edge-alpha-at", type=float, default=0.5,
                         help="fraction of the run at which the edge generator switches from the blurred input "
                              "to the prediction (alpha 0 -> 1; default: %(default)s, the paper's 'middle')")
+    parser.add_argument("--val-every", type=int,
+                        help="every this many iterations (and at the end), score the current weights on DATA's "
+                             "val_lmdb (PSNR/SSIM as `mrfnet score`, and the gain over the blurry input) into "
+                             "progress.csv; the best weights go to snapshots/best.caffemodel, their scores to "
+                             "best.json (default: no validation)")
+    parser.add_argument("--val-limit", type=int,
+                        help="validate on the first N val records only (the LMDB's shuffled order; "
+                             "default: all of them)")
     parser.set_defaults(run=run)

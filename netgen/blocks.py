@@ -25,9 +25,11 @@ BRANCH_END_FILLER = dict(type="constant", value=0)
 
 
 def conv(n: caffe.NetSpec, name: str, bottom: Top, width: int, kernel: int, *, stride: int = 1,
-         pad: int | None = None, bias: bool = True, filler: dict = WEIGHT_FILLER) -> Top:
-    """A convolution with "same" padding by default; no activation."""
+         pad: int | None = None, bias: bool = True, filler: dict = WEIGHT_FILLER, lr_mult: float = 1.0) -> Top:
+    """A convolution with "same" padding by default; no activation. ``lr_mult`` scales its learning rate."""
     extra = dict(bias_filler=BIAS_FILLER) if bias else dict(bias_term=False)
+    if lr_mult != 1.0:
+        extra["param"] = [dict(lr_mult=lr_mult)] * (2 if bias else 1)
     n[name] = L.Convolution(bottom, num_output=width, kernel_size=kernel, stride=stride,
                             pad=kernel // 2 if pad is None else pad, weight_filler=filler, **extra)
     return n[name]

@@ -82,6 +82,31 @@ def test_synthetic_blur_is_seeded_and_its_params_reproduce_it():
     assert blurred.dtype == np.uint8 and blurred.shape == sharp.shape
 
 
+def test_motion_can_be_capped_and_nonsense_caps_are_refused():
+    rng = np.random.default_rng(2)
+    assert {blur.sample_blur_params(rng, 10)["motion_length"] for _ in range(100)} == {5, 10}
+    for bad in (0, 4, -5, 7.5):
+        with pytest.raises(ValueError, match="longest motion blur"):
+            blur.motion_lengths(bad)
+
+
+def test_a_patch_is_blurred_as_if_the_whole_image_had_been():
+    sharp = random_image(80, 90)
+    params = {"gaussian_ksize": 3, "gaussian_sigma": 0.8, "motion_length": 15, "motion_angle": 30,
+              "noise_sigma": 0.0, "noise_seed": 0}
+    whole = blur.apply_blur(sharp, params)
+    margin = blur.blur_margin(params)
+    for y, x in ((margin, margin), (20, 30), (80 - 32 - margin, 90 - 32 - margin)):
+        patch = blur.apply_blur_patch(sharp, y, x, 32, params)
+        assert patch.shape == (32, 32, 3)
+        difference = np.abs(patch.astype(int) - whole[y:y + 32, x:x + 32].astype(int))
+        assert difference.max() <= 1  # float summation order may round one level differently
+    # At the image's edge the patch sees the sharp image continued by its edge pixels (then blurred), where the
+    # whole-image blur replicates each stage's output: the two differ there, and only there.
+    corner = blur.apply_blur_patch(sharp, 0, 0, 32, params).astype(int) - whole[:32, :32].astype(int)
+    assert np.abs(corner[2 * margin:, 2 * margin:]).max() <= 1
+
+
 def test_blur_replicates_borders_and_keeps_flat_images_flat():
     flat = np.full((30, 30, 3), 120, np.uint8)
     params = {"gaussian_ksize": 5, "gaussian_sigma": 1.0, "motion_length": 30, "motion_angle": 45,

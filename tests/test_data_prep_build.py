@@ -12,7 +12,7 @@ import pytest
 from image_files import make_folder_pairs, make_gopro, random_image, write_image
 
 import data_prep.lmdb_writer
-from data_prep.blur import apply_blur, augment
+from data_prep.blur import apply_blur, apply_blur_patch, augment
 from data_prep.build import AUTO_WORKERS_MIN_PIXELS, SUMMARY, BuildOptions, build_dataset, plan, worker_count
 from data_prep.lmdb_writer import META_INFO, partial_path
 from data_prep.records import count_records, iter_pairs
@@ -38,6 +38,9 @@ def expected_pair(meta):
     if meta["augment"] is not None:
         sharp = augment(sharp, meta["augment"])
         blur = None if blur is None else augment(blur, meta["augment"])
+    if blur is None and meta["blur_scope"] == "patch":
+        (y, x), (h, w) = meta["crop"], meta["size"]
+        return apply_blur_patch(sharp, y, x, h, meta["blur_params"]), sharp[y:y + h, x:x + w]
     if blur is None:
         blur = apply_blur(sharp, meta["blur_params"])
     if meta["crop"] is not None:
@@ -64,8 +67,9 @@ def embedded(tmp_path_factory):
 
 def test_embedded_cli_build(embedded):
     summary = json.loads((embedded / SUMMARY).read_text())
-    assert {split: s["records"] for split, s in summary["splits"].items()} == {"train": 354, "val": 54, "test": 1}
+    assert {split: s["records"] for split, s in summary["splits"].items()} == {"train": 608, "val": 62, "test": 2}
     assert summary["patch_size"] == 96 and summary["stride"] == 48 and summary["skipped"]["smaller_than_patch"] == []
+    assert summary["blur_per"] == "patch" and summary["max_motion"] == 30
     assert sorted(p.name for p in embedded.parent.iterdir()) == ["embedded"]  # no .partial left
     for split, split_summary in summary["splits"].items():
         path = embedded / f"{split}_lmdb"
@@ -75,13 +79,15 @@ def test_embedded_cli_build(embedded):
         assert indices == list(range(len(keys)))  # %08d_<name>, each index once
     names = {meta["name"]: meta["split"] for split in ("train", "val", "test")
              for meta in meta_lines(embedded / f"{split}_lmdb")}
-    assert names == {name.rsplit(".", 1)[0]: split for name, split in EMBEDDED.items()}  # no image in two splits
-    (_, blur, sharp), = iter_pairs(embedded / "test_lmdb")
-    assert blur.shape == sharp.shape == (400, 600, 3)  # the whole test image
+    assert names == {key[2].rsplit(".", 1)[0]: split for key, split in EMBEDDED.items()}  # no image in two splits
+    shapes = sorted(blur.shape for _, blur, _ in iter_pairs(embedded / "test_lmdb"))
+    assert shapes == [(400, 600, 3), (427, 640, 3)]  # the whole test photographs
 
 
 def test_embedded_records_are_shuffled_and_reproducible_from_meta_info(embedded):
     train = meta_lines(embedded / "train_lmdb")
+    kernels = {json.dumps(meta["blur_params"], sort_keys=True) for meta in train}
+    assert len(kernels) == len(train) and {meta["blur_scope"] for meta in train} == {"patch"}  # a blur per patch
     first = [meta["name"] for meta in train[:30]]
     assert len(set(first)) > 1  # images interleaved, not one after the other
     for split in ("val", "test"):
@@ -143,6 +149,21 @@ def visdrone_tree(root, count=6, size=(40, 50)):
     for i in range(count):
         write_image(root / f"img{i}.png", random_image(*size, seed=i))
     return root
+
+
+def test_blur_per_image_test_copies_and_max_motion(tmp_path):
+    summary = build_dataset(BuildOptions(out=tmp_path / "out", patch_size=96, blur_per="image", test_copies=3,
+                                         max_motion=10))
+    assert summary["splits"]["test"]["records"] == 6 and summary["splits"]["val"]["records"] == 62
+    metas = meta_lines(tmp_path / "out" / "train_lmdb")
+    assert {meta["blur_scope"] for meta in metas} == {"image"}
+    assert len({json.dumps(meta["blur_params"], sort_keys=True) for meta in metas}) == 5  # one per photograph
+    assert all(meta["blur_params"]["motion_length"] <= 10 for meta in metas)
+    assert_records_match_sources(tmp_path / "out" / "test_lmdb")
+    for bad in (dict(blur_per="pixel"), dict(test_copies=0), dict(max_motion=3)):
+        with pytest.raises(ValueError):
+            build_dataset(BuildOptions(out=tmp_path / "bad", **bad))
+    assert not (tmp_path / "bad").exists()
 
 
 def test_same_seed_same_records_whatever_the_workers(tmp_path):

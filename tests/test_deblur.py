@@ -158,3 +158,19 @@ def test_bad_paths_are_clear_errors(run_dir, tmp_path, caplog):
     assert "missing.png does not exist" in caplog.text
     assert cli.main(["deblur", str(image), str(tmp_path / "o.png"), "--model", str(tmp_path / "nothing")]) == 1
     assert "model" in caplog.text and "does not exist" in caplog.text
+
+
+def test_without_model_the_main_jobs_mrfnet_is_used_or_the_command_to_make_it_named(caffe, run_dir, tmp_path,
+                                                                                      monkeypatch, caplog):
+    import shutil
+
+    from mrfnet.reproduce import main_job_model
+
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), smooth_image(np.random.default_rng(0), 40, 48))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["deblur", str(image), str(tmp_path / "out.png")]) == 1
+    assert "bash tools/bootstrap.sh demo" in caplog.text and not (tmp_path / "out.png").exists()
+    shutil.copytree(run_dir, main_job_model())  # where `mrfnet reproduce` leaves its headline run
+    assert cli.main(["deblur", str(image), str(tmp_path / "out.png")]) == 0
+    assert cv2.imread(str(tmp_path / "out.png")).shape == (40, 48, 3)
