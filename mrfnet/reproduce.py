@@ -48,7 +48,8 @@ class Budget:
     base_lr: float
     halvings: int
     loss_schedule: str  # the scale refinement loss's weights over a run (headline and mrfnet-scale runs)
-    validations: int  # val scores per run (the last at its final iteration)
+    headline_validations: int  # val scores of the headline run (the last at its final iteration)
+    ablation_validations: int  # val scores of each ablation run
     val_limit: int | None  # val records scored (None: all)
     timing_sizes: tuple[tuple[int, int], ...]  # (height, width)
     timing_repeats: int
@@ -59,15 +60,15 @@ class Budget:
 
 
 FULL = Budget(
-    headline_iterations=1200, ablation_iterations=120, seeds=(0, 1), batch_size=4, crop_size=64, ablation_crop_size=48,
-    patch_size=96, copies=1, test_copies=8, max_motion=10, base_lr=2e-4, halvings=3, loss_schedule="uniform",
-    validations=6, val_limit=None, timing_sizes=((256, 256), (720, 1280)), timing_repeats=1, memory_batches=(4, 16),
-    memory_side=256, caffe_time=False, minutes=40)
+    headline_iterations=1500, ablation_iterations=120, seeds=(0, 1), batch_size=4, crop_size=64, ablation_crop_size=48,
+    patch_size=96, copies=1, test_copies=8, max_motion=5, base_lr=2e-4, halvings=3, loss_schedule="uniform",
+    headline_validations=6, ablation_validations=2, val_limit=None, timing_sizes=((256, 256), (720, 1280)),
+    timing_repeats=1, memory_batches=(4, 16), memory_side=256, caffe_time=False, minutes=40)
 QUICK = Budget(
     headline_iterations=12, ablation_iterations=6, seeds=(0, 1), batch_size=2, crop_size=32, ablation_crop_size=32,
-    patch_size=48, copies=1, test_copies=1, max_motion=10, base_lr=2e-4, halvings=3, loss_schedule="uniform",
-    validations=2, val_limit=8, timing_sizes=((64, 64),), timing_repeats=1, memory_batches=(4, 16), memory_side=64,
-    caffe_time=False, minutes=5)
+    patch_size=48, copies=1, test_copies=1, max_motion=5, base_lr=2e-4, halvings=3, loss_schedule="uniform",
+    headline_validations=2, ablation_validations=2, val_limit=8, timing_sizes=((64, 64),), timing_repeats=1,
+    memory_batches=(4, 16), memory_side=64, caffe_time=False, minutes=5)
 MONTAGE_IMAGES = 2  # test images in the headline's montage: whole photographs as PNG are large; the report is committed
 
 
@@ -81,6 +82,7 @@ class RunSpec:
     crop_size: int
     seed: int
     group: str  # "headline" or the ablation it belongs to ("l2" or "scale")
+    validations: int
 
 
 DEFAULT_NAME = "embedded-cpu"
@@ -140,13 +142,15 @@ def run_plan(budget: Budget) -> dict[str, RunSpec]:
     """Run name -> spec: the headline MRFNet, then per seed the four variants with a single full-resolution L2
     (Table V's ablation) and MRFNet with the scale refinement loss (Fig. 5's comparison), all on one budget."""
     plan = {report.HEADLINE: RunSpec("mrfnet", budget.loss_schedule, budget.headline_iterations, budget.crop_size,
-                                     0, "headline")}
+                                     0, "headline", budget.headline_validations)}
     for seed in budget.seeds:
         for variant in VARIANTS:
             plan[report.ablation_run(variant, "l2", seed)] = RunSpec(
-                variant, "full-only", budget.ablation_iterations, budget.ablation_crop_size, seed, "l2")
+                variant, "full-only", budget.ablation_iterations, budget.ablation_crop_size, seed, "l2",
+                budget.ablation_validations)
         plan[report.ablation_run("mrfnet", "scale", seed)] = RunSpec(
-            "mrfnet", budget.loss_schedule, budget.ablation_iterations, budget.ablation_crop_size, seed, "scale")
+            "mrfnet", budget.loss_schedule, budget.ablation_iterations, budget.ablation_crop_size, seed, "scale",
+            budget.ablation_validations)
     return plan
 
 
@@ -167,7 +171,7 @@ def train_run(work_dir: Path, name: str, spec: RunSpec, budget: Budget, records:
                                iterations=spec.iterations, base_lr=budget.base_lr,
                                halve_every_epochs=epochs / (budget.halvings + 1),
                                snapshot_every=spec.iterations, loss_schedule=spec.loss_schedule, seed=spec.seed,
-                               val_every=max(1, spec.iterations // budget.validations),
+                               val_every=max(1, spec.iterations // spec.validations),
                                val_limit=budget.val_limit)
         result = train(prepare_run(options, ["mrfnet", "reproduce"]))
     if result.status != "finished" or result.snapshot != final:
@@ -188,7 +192,7 @@ def final_val(run_dir: Path, iterations: int) -> dict[str, float]:
 
 def blurry_val(run_dir: Path) -> dict[str, float]:
     best = json.loads((run_dir / "best.json").read_text())
-    return {"psnr": best["blur_psnr"], "ssim": best["blur_ssim"]}
+    return {"psnr": best["blur_psnr"], "ssim": best["blur_ssim"], "images": best["images"]}
 
 
 def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, command: str) -> Path:
@@ -224,13 +228,14 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
         caffemodel = train_run(work_dir, run_name, spec, budget, data["splits"]["train"]["records"])
         run_dir = work_dir / "runs" / run_name
         shutil.copyfile(run_dir / "progress.csv", report_dir / report.CURVES / f"{run_name}.csv")
-        runs[run_name] = {**asdict(spec), "caffemodel": str(caffemodel), "val": final_val(run_dir, spec.iterations),
+        runs[run_name] = {**asdict(spec), "caffemodel": os.path.relpath(caffemodel, work_dir),
+                          "val": final_val(run_dir, spec.iterations),
                           "seconds": round(time.monotonic() - run_started, 1)}
     stage("train", started)
     val_blurry = blurry_val(work_dir / "runs" / report.HEADLINE)
 
     started = time.monotonic()
-    headline = Path(runs[report.HEADLINE]["caffemodel"])
+    headline = work_dir / runs[report.HEADLINE]["caffemodel"]
     result = score_model(headline.parents[1] / "deploy.prototxt", headline, test_lmdb=work_dir / "data" / "test_lmdb",
                          out_dir=work_dir / "scores" / "test" / report.HEADLINE, montage=True,
                          montage_limit=MONTAGE_IMAGES)

@@ -7,17 +7,27 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
+
 from mrfnet import report
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report_small"
-SECTIONS = ("## The paper's claims", "## Table I analogue", "## Table V analogue", "## Fig. 5 analogue",
-            "## Table IV analogue", "## Table III analogue", "## Montages")
+SECTIONS = ("## The paper's claims", "## Table I analogue", "## Headline: MRFNet", "## Table V analogue",
+            "## Validation while training", "## Fig. 5 analogue", "## Table IV analogue", "## Table III analogue")
+VERDICTS = (report.CONFIRMED, report.NOT_CONFIRMED, report.NOT_MEASURABLE, report.CONTRADICTED,
+            report.WITHIN_NOISE)
 
 
 def _report_dir(tmp_path: Path) -> Path:
     target = tmp_path / "report"
     shutil.copytree(FIXTURE, target)
     return target
+
+
+def _load(folder: Path):
+    results = json.loads((folder / report.RESULTS).read_text())
+    curves = {path.stem: report.read_curve(path) for path in (folder / report.CURVES).glob("*.csv")}
+    return results, curves
 
 
 def test_the_report_has_every_section_with_numbers(tmp_path):
@@ -27,9 +37,10 @@ def test_the_report_has_every_section_with_numbers(tmp_path):
         assert heading in text, heading
     assert "Small-budget CPU results" in text
     results = json.loads((folder / report.RESULTS).read_text())
-    assert f"{results['scores']['mrfnet']['psnr']:.2f}" in text
+    assert f"{results['runs']['mrfnet']['val']['psnr']:.2f}" in text
     assert "12.72M" in text and "628.90G" in text, "Table I's parameter and multiply-add counts"
-    for figure in ("loss_curves.png", "scale_vs_single.png"):
+    assert "grace_hopper.jpg (matplotlib)" in text, "the photographs of each split are named"
+    for figure in ("loss_curves.png", "scale_vs_single.png", "val_curves.png"):
         assert (folder / figure).stat().st_size > 1000, figure
 
 
@@ -38,19 +49,35 @@ def test_every_claim_gets_a_verdict_and_a_number(tmp_path):
     lines = report.summary_lines(folder)
     assert len(lines) == 9
     for line in lines:
-        assert line.split(":")[0] in (report.CONFIRMED, report.NOT_CONFIRMED, report.NOT_MEASURABLE), line
+        assert line.split(":")[0] in VERDICTS, line
         assert re.search(r"\d", line.split(":", 2)[2]), line
     assert any(line.startswith("confirmed: Lightweight process cuts parameters") for line in lines)
     assert any(line.startswith("not measurable here: 0.494 s") for line in lines)
 
 
-def test_claims_follow_the_numbers(tmp_path):
-    folder = _report_dir(tmp_path)
-    results = json.loads((folder / report.RESULTS).read_text())
-    results["scores"]["mrfnet"]["psnr"] = 99.0
-    curves = {path.stem: report.read_curve(path) for path in (folder / report.CURVES).glob("*.csv")}
-    verdicts = {claim.text: claim.verdict for claim in report.claims(results, curves)}
-    assert verdicts["MRFNet gives the best PSNR of the four variants (Table V)"] == report.CONFIRMED
+def test_ablation_verdicts_are_judged_against_the_seed_spread(tmp_path):
+    results, curves = _load(_report_dir(tmp_path))
+    runs = results["runs"]
+    claim = "MRFNet gives the best PSNR of the four variants (Table V)"
+
+    def set_psnr(variant: str, values: tuple[float, float]) -> str:
+        for seed, value in zip(results["settings"]["seeds"], values, strict=True):
+            runs[report.ablation_run(variant, "l2", seed)]["val"]["psnr"] = value
+        return {c.text: c.verdict for c in report.claims(results, curves)}[claim]
+
+    for variant in ("refinenet", "lwrefinenet", "rcrefinenet"):
+        set_psnr(variant, (30.0, 30.2))
+    assert set_psnr("mrfnet", (30.5, 30.6)) == report.CONFIRMED  # +0.45 dB against a 0.2 dB spread
+    assert set_psnr("mrfnet", (30.1, 30.3)) == report.WITHIN_NOISE
+    assert set_psnr("mrfnet", (29.5, 29.6)) == report.CONTRADICTED
+
+
+def test_compare_has_a_floor():
+    same = report.SeedStats((30.0, 30.0))
+    assert report.compare(report.SeedStats((30.004, 30.004)), same, floor=0.01)[2] == report.WITHIN_NOISE
+    difference, noise, verdict = report.compare(report.SeedStats((1.0, 1.2)), report.SeedStats((2.0, 2.1)),
+                                                floor=0.0, lower_is_better=True)
+    assert (difference, noise, verdict) == (pytest.approx(0.95), pytest.approx(0.2), report.CONFIRMED)
 
 
 def test_a_folder_without_results_is_a_clear_error(tmp_path):
@@ -62,6 +89,7 @@ def test_a_folder_without_results_is_a_clear_error(tmp_path):
 def test_reproduce_quick_end_to_end(tmp_path):
     """The main job's few-minute version: every stage for real, then the report with numbers in each section."""
     from mrfnet.cli import main
+    from mrfnet.reproduce import QUICK, run_plan
 
     assert main(["reproduce", "--quick", "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path)]) == 0
     folder = tmp_path / "quick"
@@ -69,10 +97,14 @@ def test_reproduce_quick_end_to_end(tmp_path):
     for heading in SECTIONS:
         assert heading in text, heading
     results = json.loads((folder / report.RESULTS).read_text())
-    assert set(results["scores"]) == {"blurry", *report.VARIANT_ORDER, report.SINGLE_L2_RUN}
-    assert all(0 < s["psnr"] < 100 and 0 < s["ssim"] <= 1 for s in results["scores"].values())
-    assert all(len(curve) == results["settings"]["iterations"] + 1
-               for curve in (path.read_text().splitlines() for path in (folder / report.CURVES).glob("*.csv")))
+    assert set(results["runs"]) == set(run_plan(QUICK))
+    assert set(results["test"]) == {"blurry", report.HEADLINE}
+    scores = [run["val"] for run in results["runs"].values()] + list(results["test"].values())
+    assert all(0 < s["psnr"] < 100 and 0 < s["ssim"] <= 1 for s in scores)
+    for name, run in results["runs"].items():
+        curve = report.read_curve(folder / report.CURVES / f"{name}.csv")
+        assert len(curve["iteration"]) == run["iterations"]
+        assert report.val_points(curve)[0][-1] == run["iterations"]  # validated at the end
     for montage in results["montages"]:
         assert (folder / montage).is_file()
     # A second call reuses the data and the finished runs instead of training again.
