@@ -3,7 +3,8 @@
 Reads the lines Caffe's Solver writes (as tools/extra/parse_log.py does, in Python 3): the
 iteration and total loss, each "Train/Test net output #i: NAME = VALUE" and the learning rate.
 Writes train.csv and test.csv beside the log and a figure of loss per output and lr against
-iteration (plus the val outputs when the solver tested).
+iteration (plus the val outputs when the solver tested, and the val PSNR gain from progress.csv
+when the run was trained with --val-every).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import logging
 import re
 from collections import defaultdict
 from pathlib import Path
+
+from mrfnet.validation import COLUMNS as VAL_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +58,24 @@ def write_csv(rows: list[dict[str, float]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def plot(train: list[dict[str, float]], test: list[dict[str, float]], path: Path, title: str) -> None:
+def read_validation(progress: Path) -> list[dict[str, float]]:
+    """The rows of a run's progress.csv where `mrfnet train --val-every` scored the weights."""
+    if not progress.is_file():
+        return []
+    with progress.open() as file:
+        return [{"iteration": float(row["iteration"]), **{k: float(row[k]) for k in VAL_COLUMNS}}
+                for row in csv.DictReader(file) if row.get("val_psnr")]
+
+
+def plot(train: list[dict[str, float]], test: list[dict[str, float]], path: Path, title: str,
+         validation: list[dict[str, float]] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     with plt.style.context("default"):
-        panels = 3 if test else 2
+        panels = 2 + bool(test) + bool(validation)
         fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), dpi=100)
         outputs = [k for k in dict.fromkeys(k for row in train for k in row) if k not in ("iteration", "lr")]
         for name in outputs:
@@ -80,6 +93,14 @@ def plot(train: list[dict[str, float]], test: list[dict[str, float]], path: Path
                 axes[2].plot(*zip(*points, strict=True), marker="o", label=name, linewidth=1.2)
             axes[2].set(xlabel="iteration", ylabel="val output", yscale="log", title="validation outputs")
             axes[2].legend(fontsize=8)
+        if validation:
+            axis = axes[-1]
+            iterations = [row["iteration"] for row in validation]
+            axis.plot(iterations, [row["val_gain_db"] for row in validation], marker="o", color="tab:red",
+                      linewidth=1.2)
+            axis.axhline(0.0, color="black", linewidth=0.8)
+            axis.set(xlabel="iteration", ylabel="val PSNR gain over the blurry input (dB)",
+                     title="validation (--val-every)")
         for axis in axes:
             axis.grid(True, alpha=0.3)
         fig.suptitle(title)
@@ -101,7 +122,7 @@ def plot_run(run_dir: Path) -> Path:
     if test:
         write_csv(test, out / "test.csv")
     figure = out / "log.png"
-    plot(train, test, figure, title=out.name)
+    plot(train, test, figure, title=out.name, validation=read_validation(out / "progress.csv"))
     log.info("%d train and %d test rows -> %s", len(train), len(test), figure)
     return figure
 

@@ -162,21 +162,28 @@ def train_run(work_dir: Path, name: str, spec: RunSpec, budget: Budget, records:
         log.info("%s: already trained (%s)", name, final)
         return final
     epochs = spec.iterations * budget.batch_size / records
+    options = TrainOptions(variant=spec.variant, data=str(work_dir / "data"), run_dir=str(run_dir),
+                           batch_size=budget.batch_size, crop_size=spec.crop_size, epochs=epochs,
+                           iterations=spec.iterations, base_lr=budget.base_lr,
+                           halve_every_epochs=epochs / (budget.halvings + 1),
+                           snapshot_every=spec.iterations, loss_schedule=spec.loss_schedule, seed=spec.seed,
+                           val_every=max(1, spec.iterations // spec.validations), val_limit=budget.val_limit)
+    if run_dir.exists() and _stored_options(run_dir) != asdict(options):
+        log.info("%s: the run folder holds a run of another plan: training it again", name)
+        shutil.rmtree(run_dir)
     if run_dir.exists():
         log.info("%s: resuming from %s", name, latest_solverstate(run_dir) or "the start")
         result = train(run_dir, resume=True)
     else:
-        options = TrainOptions(variant=spec.variant, data=str(work_dir / "data"), run_dir=str(run_dir),
-                               batch_size=budget.batch_size, crop_size=spec.crop_size, epochs=epochs,
-                               iterations=spec.iterations, base_lr=budget.base_lr,
-                               halve_every_epochs=epochs / (budget.halvings + 1),
-                               snapshot_every=spec.iterations, loss_schedule=spec.loss_schedule, seed=spec.seed,
-                               val_every=max(1, spec.iterations // spec.validations),
-                               val_limit=budget.val_limit)
         result = train(prepare_run(options, ["mrfnet", "reproduce"]))
     if result.status != "finished" or result.snapshot != final:
         raise RuntimeError(f"{name} stopped at iteration {result.iteration}: run `mrfnet reproduce` again to resume")
     return final
+
+
+def _stored_options(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "options.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def final_val(run_dir: Path, iterations: int) -> dict[str, float]:

@@ -74,8 +74,19 @@ def test_deploy_shapes_and_forward_backward(caffe, tmp_path, variant):
     net.blobs[netgen.INPUT].data[...] = np.random.default_rng(1).random((1, 3, 61, 83))
     outputs = net.forward()
     assert all(np.isfinite(outputs[name]).all() for name in netgen.OUTPUTS)
+    blurred = {name: net.blobs[name.replace("out", "blur")].data for name in netgen.OUTPUTS[:-1]}
+    for name, image in blurred.items():  # the untrained net returns its input at every scale (zero output convs)
+        np.testing.assert_array_equal(outputs[name], image)
+    np.testing.assert_array_equal(outputs[netgen.PREDICTION], net.blobs[netgen.INPUT].data)
     for name in netgen.OUTPUTS:
         net.blobs[name].diff[...] = 1
+    net.backward()
+    assert np.abs(net.params["conv_r4_out"][0].diff).sum() > 0  # the output convolutions learn first
+    rng = np.random.default_rng(2)
+    for k in range(1, len(netgen.OUTPUTS) + 1):  # once they are non-zero the gradient reaches the encoder
+        weights = net.params[f"conv_r{k}_out"][0]
+        weights.data[...] = rng.normal(0, 1e-3, weights.data.shape)
+    net.forward()
     net.backward()
     gradient = net.params["Conv1"][0].diff
     assert np.isfinite(gradient).all() and np.abs(gradient).sum() > 0
@@ -94,6 +105,14 @@ def test_train_val_trains_on_lmdb_pairs(caffe, tmp_path, pairs_lmdb, variant, lo
     assert out_shapes(net) == expected_shapes(CROP, CROP, batch=2)
     assert [net.blobs[name].data.shape for name in netgen.TARGETS] == expected_shapes(CROP, CROP, batch=2)
     assert 0 < total_loss(net) < math.inf
+    net.backward()
+    assert np.abs(net.params["conv_r4_out"][0].diff).sum() > 0  # zero-initialised: the first to learn
+    rng = np.random.default_rng(3)
+    for k in range(1, len(netgen.OUTPUTS) + 1):  # once non-zero, the gradient reaches every layer
+        weights = net.params[f"conv_r{k}_out"][0]
+        weights.data[...] = rng.normal(0, 1e-3, weights.data.shape)
+    net.clear_param_diffs()
+    net.forward()
     net.backward()
     for name in ("Conv1", "conv_r1_1", "deconv3", "conv_r4_out"):
         gradient = net.params[name][0].diff
