@@ -25,6 +25,7 @@ from typing import Any
 
 from mrfnet import report
 from mrfnet.train import SNAPSHOT_DIR, TrainOptions, latest_solverstate, prepare_run, train
+from mrfnet.validation import BEST_RECORD
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,6 @@ class RunSpec:
 
 
 DEFAULT_NAME = "embedded-cpu"
-HEADLINE_RUN = "mrfnet"  # the main job's MRFNet, trained with the scale refinement loss on most of the budget
 
 
 def default_work_dir(name: str) -> Path:
@@ -95,7 +95,7 @@ def default_work_dir(name: str) -> Path:
 
 def main_job_model() -> Path:
     """The headline run folder of the default main job (what `mrfnet deblur` uses without --model)."""
-    return default_work_dir(DEFAULT_NAME) / "runs" / HEADLINE_RUN
+    return default_work_dir(DEFAULT_NAME) / "runs" / report.HEADLINE
 
 
 def machine() -> str:
@@ -198,7 +198,7 @@ def final_val(run_dir: Path, iterations: int) -> dict[str, float]:
 
 
 def blurry_val(run_dir: Path) -> dict[str, float]:
-    best = json.loads((run_dir / "best.json").read_text())
+    best = json.loads((run_dir / BEST_RECORD).read_text())
     return {"psnr": best["blur_psnr"], "ssim": best["blur_ssim"], "images": best["images"]}
 
 

@@ -137,16 +137,19 @@ def solve(job: SolveJob, conn: Any) -> None:
         if not all(math.isfinite(v) for v in losses.values()):
             conn.send(("nonfinite", {"iteration": solver.iter, "losses": losses}))
             return  # no snapshot: the weights are already poisoned; the last periodic one stands
-        if leader and solver.iter % PROGRESS_EVERY == 0:
+        val = None
+        if validator is not None and (solver.iter % job.val_every == 0 or solver.iter == max_iter):
+            score = validator.score()
+            val = {**score.columns(), "blur_psnr": score.blur_psnr, "blur_ssim": score.blur_ssim,
+                   "images": score.images, "best": is_better(score.psnr, best_psnr)}
+            if val["best"]:
+                best_psnr = score.psnr
+                save_best(solver.net, Path(job.best_path))
+        if leader and (solver.iter % PROGRESS_EVERY == 0 or val is not None):
             info = {"iteration": solver.iter, "losses": losses, "weights": weights,
                     "lr": _learning_rate(param, solver.iter)}
-            if validator is not None and (solver.iter % job.val_every == 0 or solver.iter == max_iter):
-                score = validator.score()
-                info["val"] = {**score.columns(), "blur_psnr": score.blur_psnr, "blur_ssim": score.blur_ssim,
-                               "images": score.images, "best": is_better(score.psnr, best_psnr)}
-                if info["val"]["best"]:
-                    best_psnr = score.psnr
-                    save_best(solver.net, Path(job.best_path))
+            if val is not None:
+                info["val"] = val
             conn.send(("progress", info))
     snapshot_every = param.snapshot
     if leader and not (snapshot_every and solver.iter % snapshot_every == 0):

@@ -28,14 +28,13 @@ from tqdm import tqdm
 from mrfnet.caffe_env import CaffeError, glog_failure, import_caffe, run_isolated
 from mrfnet.solve import SolveJob, solve
 from mrfnet.solver import HALVE_EVERY_EPOCHS, Schedule, write_solver
-from mrfnet.validation import BEST_MODEL, check_val_every, write_json_atomic
+from mrfnet.validation import BEST_MODEL, BEST_RECORD, check_val_every, write_json_atomic
 from mrfnet.validation import COLUMNS as VAL_COLUMNS
 from netgen.variants import VARIANTS
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_DIR = "snapshots"
-BEST = "best.json"  # the iteration and scores of the best validation so far (with --val-every)
 LOSS_SCHEDULES = ("coarse-to-fine", "uniform", "full-only")
 
 
@@ -230,7 +229,7 @@ class _ProgressLog:
             if val["best"]:
                 best = {"iteration": info["iteration"], **{k: v for k, v in val.items() if k != "best"},
                         "caffemodel": f"{SNAPSHOT_DIR}/{BEST_MODEL}"}
-                write_json_atomic(self._run_dir / BEST, best)
+                write_json_atomic(self._run_dir / BEST_RECORD, best)
         images_per_s = (info["iteration"] - self._last[1]) * self._batch_size / max(now - self._last[0], 1e-9)
         self._last = (now, info["iteration"])
         self._bar.set_postfix_str(" ".join(f"{k}={v:.4g}" for k, v in losses.items())
@@ -262,7 +261,7 @@ def train(run_dir: Path, *, resume: bool = False) -> TrainResult:
         import caffe
 
         nccl_uid = caffe.NCCL.new_uid()  # the parent owns NCCL's bootstrap root, as in python/train.py
-    best = json.loads((run_dir / BEST).read_text()) if (restore and (run_dir / BEST).is_file()) else None
+    best = json.loads((run_dir / BEST_RECORD).read_text()) if (restore and (run_dir / BEST_RECORD).is_file()) else None
     jobs = [SolveJob(solver_path=str(run_dir / "solver.prototxt"), log_path=str(run_dir / "caffe.log"),
                      loss_schedule=schedule, edge_alpha_from=round(options.edge_alpha_at * solver_param.max_iter),
                      restore=str(restore) if restore else None,

@@ -26,6 +26,7 @@ from netgen import INPUT, PREDICTION
 log = logging.getLogger(__name__)
 
 BEST_MODEL = "best.caffemodel"  # in the run's snapshot folder: the weights of the best val_psnr so far
+BEST_RECORD = "best.json"  # in the run folder: the iteration and scores of those weights
 COLUMNS = ("val_psnr", "val_ssim", "val_gain_db")
 
 

@@ -37,25 +37,18 @@ from caffe import layers as L  # noqa: E402
 from mrfnet.layers import set_scale_loss_weights  # noqa: E402
 from netgen import blocks, network  # noqa: E402
 
-MARGIN = 20  # >= gaussian radius 2 + motion radius 16: the centre of a blurred region is exact
-
 
 def photographs(split: str) -> list[np.ndarray]:
     return [read_image(item.sharp)[0] for item in embedded_items() if item.split == split]
 
 
 def blurred_patch(image: np.ndarray, y: int, x: int, size: int, params: dict) -> tuple[np.ndarray, np.ndarray]:
-    padded = np.pad(image, ((MARGIN, MARGIN), (MARGIN, MARGIN), (0, 0)), mode="edge")
-    region = padded[y:y + size + 2 * MARGIN, x:x + size + 2 * MARGIN]
-    blurred = blur_recipe.apply_blur(region, params)
-    return blurred[MARGIN:-MARGIN, MARGIN:-MARGIN], image[y:y + size, x:x + size]
+    """(blurred, sharp) patch: data_prep's own per-patch blur."""
+    return blur_recipe.apply_blur_patch(image, y, x, size, params), image[y:y + size, x:x + size]
 
 
 def scaled_params(rng: np.random.Generator, max_length: int) -> dict:
-    params = blur_recipe.sample_blur_params(rng)
-    lengths = [n for n in blur_recipe.MOTION_LENGTHS if n <= max_length] or [max_length]
-    params["motion_length"] = int(rng.choice(lengths))
-    return params
+    return blur_recipe.sample_blur_params(rng, max_length)
 
 
 class Sampler:
