@@ -133,12 +133,14 @@ def _limit_address_space(extra_bytes: int) -> None:
 
 
 def _measure(prototxt: str, *, repeats: int, warmup: int, max_bytes: int, train: bool, overlap: int,
-             gpu: int | None, image_size: tuple[int, int] | None = None) -> dict[str, Any]:
+             gpu: int | None, image_size: tuple[int, int] | None = None, count_only: bool = False) -> dict[str, Any]:
     """In a child: build the net, count its memory, and (if it fits) time it and read the peak RSS.
 
     With ``image_size`` the prototxt's input is one tile, and what is timed is tiled inference of a
-    random image of that (height, width). (A net is never built large and reshaped smaller: Caffe
-    keeps a blob's largest size and would allocate it on first use.)
+    random image of that (height, width); a warm-up is then one tile's forward pass, which is all
+    a warm-up does (Caffe allocates on the first pass at a shape). (A net is never built large and
+    reshaped smaller: Caffe keeps a blob's largest size and would allocate it on first use.)
+    ``count_only``: count the memory and stop (nothing is run).
     """
     caffe = import_caffe()
     from mrfnet.inference import read_prototxt, set_mode
@@ -149,6 +151,9 @@ def _measure(prototxt: str, *, repeats: int, warmup: int, max_bytes: int, train:
     estimate = memory_estimate(net, read_prototxt(prototxt))
     needed = estimate.training if train else estimate.total
     result: dict[str, Any] = {"estimate": asdict(estimate), "needed": needed}
+    if count_only:
+        result["skipped"] = "counted only"
+        return result
     if needed > max_bytes:
         result["skipped"] = f"needs {needed / 2**30:.1f} GB counted, above the {max_bytes / 2**30:.1f} GB limit"
         return result
@@ -173,8 +178,9 @@ def _measure(prototxt: str, *, repeats: int, warmup: int, max_bytes: int, train:
                 net.backward()
             for name in outputs:
                 np.array(net.blobs[name].data)  # read the outputs back, as a caller would
+    warm_up = net.forward if image_size is not None else run
     for _ in range(warmup):
-        run()
+        warm_up()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -298,7 +304,7 @@ class TimingReport:
                 f"{self.settings['repeats']} forward passes after {self.settings['warmup']} warm-up, output read back.")
         if tiled:
             note += (f" Too large for {self.settings['max_memory_gb']} GB whole, so timed as `mrfnet deblur` runs "
-                     f"them: {', '.join(tiled)} (overlap {self.settings['overlap']}).")
+                     f"them: {', '.join(tiled)} (overlap {self.settings['overlap']}; a warm-up is one tile).")
         return note
 
     @property
@@ -306,8 +312,9 @@ class TimingReport:
         return ("Training memory (forward + backward, batch on "
                 f"{size_label(self.settings['memory_side'], self.settings['memory_side'])} inputs) as Caffe allocates "
                 "it: activations and parameters with their diffs, each non-1x1 convolution's im2col buffer and "
-                "max-pooling masks, counted from the net (what a GPU build without cuDNN holds); peak RSS where "
-                "the machine could run it.")
+                "max-pooling masks, counted from the net (what a GPU build without cuDNN holds); "
+                + ("peak RSS where the machine could run it." if self.settings.get("run_training", True)
+                   else "counted only, not run."))
 
     def __iter__(self):  # timing, memory, timing_note, memory_note = time_variants(...)
         return iter((self.timing, self.memory, self.timing_note, self.memory_note))
@@ -419,12 +426,12 @@ def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] =
                   warmup: int = 1, memory_batches: Sequence[int] = DEFAULT_MEMORY_BATCHES,
                   memory_side: int = DEFAULT_MEMORY_SIDE, max_memory_gb: float | None = None,
                   tile_memory_gb: float | None = None, overlap: int = DEFAULT_OVERLAP,
-                  caffe_time: bool = True, gpu: int | None = None) -> TimingReport:
+                  caffe_time: bool = True, gpu: int | None = None, run_training: bool = True) -> TimingReport:
     """Time each variant at each (height, width) and count its training memory at each batch size.
 
     Inference that does not fit ``max_memory_gb`` (default: half the memory available) is timed
-    with tiles that fit ``tile_memory_gb`` (default: the same); training memory that does not fit
-    is counted only.
+    with tiles that fit ``tile_memory_gb`` (default: the same); training memory that does not fit,
+    or all of it without ``run_training``, is counted only (no forward/backward pass, no peak RSS).
     """
     if repeats < 1 or warmup < 0:
         raise ValueError("repeats must be at least 1 and warmup at least 0")
@@ -450,7 +457,8 @@ def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] =
                 measurements.append(m)
             for batch in memory_batches:
                 prototxt = _write_deploy(variant, memory_side, memory_side, batch, folder, train=True)
-                raw = run_isolated(_measure, prototxt, train=True, timeout=CHILD_TIMEOUT_S, **common)
+                raw = run_isolated(_measure, prototxt, train=True, timeout=CHILD_TIMEOUT_S,
+                                   count_only=not run_training, **common)
                 m = _measurement(variant, "training", memory_side, memory_side, batch, raw)
                 if caffe_time and m.skipped is None:
                     m.caffe_time = run_caffe_time(prototxt, iterations=repeats, max_bytes=max_bytes, gpu=gpu)
@@ -459,7 +467,7 @@ def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] =
                 measurements.append(m)
     settings = dict(sizes=[list(s) for s in sizes], repeats=repeats, warmup=warmup,
                     memory_batches=list(memory_batches), memory_side=memory_side, max_memory_gb=max_gb,
-                    tile_memory_gb=tile_gb, overlap=overlap, caffe_time=caffe_time)
+                    tile_memory_gb=tile_gb, overlap=overlap, caffe_time=caffe_time, run_training=run_training)
     return TimingReport(machine, measurements, settings)
 
 

@@ -223,8 +223,8 @@ class _ProgressLog:
         val = info.get("val")
         self._writer.writerow([info["iteration"], f"{time.time():.3f}", info["lr"], *losses.values(),
                                *info["weights"], *(f"{val[c]:.4f}" if val else "" for c in val_columns)])
+        self._file.flush()  # a killed parent still leaves every row it was told about
         if val:
-            self._file.flush()
             self._val_note = f" val={val['val_psnr']:.2f}dB({val['val_gain_db']:+.2f})"
             if val["best"]:
                 best = {"iteration": info["iteration"], **{k: v for k, v in val.items() if k != "best"},
@@ -289,8 +289,11 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
         processes.append(process)
         connections.append(receiver)
 
+    stop_signals: list[int] = []
+
     def forward_signal(signum: int, _frame: Any) -> None:
         log.warning("signal %s: the solver snapshots, then stops", signal.Signals(signum).name)
+        stop_signals.append(signum)
         for process in processes:
             if process.is_alive():
                 process.terminate()  # SIGTERM: the child's handler snapshots and exits
@@ -322,6 +325,10 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
             signal.signal(signum, handler)
     seconds = time.monotonic() - began
     snapshot = _latest_caffemodel(run_dir)
+    if outcome is None and stop_signals and all(p.exitcode == -signal.SIGTERM for p in processes):
+        # stopped before the solver could take over its signals (while it was still starting up)
+        log.info("stopped before the first iteration; latest snapshot %s", snapshot)
+        return TrainResult(status="stopped", iteration=start, snapshot=snapshot, seconds=seconds)
     if outcome is None:
         failure = glog_failure((run_dir / "caffe.log").read_text(errors="replace"))
         codes = [p.exitcode for p in processes]

@@ -56,3 +56,13 @@ def test_too_large_for_the_limit_is_timed_in_tiles():
     assert timing == {SMALLEST_VARIANT: {"80x64": inference.seconds_mean}}
     assert memory == {SMALLEST_VARIANT: {4: training.counted_mb}}
     assert "80x64 in 32x32 tiles" in timing_note and "Training memory" in memory_note
+
+
+def test_training_memory_can_be_counted_without_running_it():
+    report = time_variants([SMALLEST_VARIANT], sizes=[(64, 80)], repeats=1, warmup=1, memory_batches=[2],
+                           memory_side=64, max_memory_gb=0.1, tile_memory_gb=0.045, overlap=16, caffe_time=False,
+                           run_training=False)
+    inference, training = report.measurements
+    assert inference.tile == "32x32" and inference.seconds_mean > 0  # warmed up on one tile, then timed whole
+    assert training.peak_rss_mb is None and training.counted_mb > 0 and training.skipped == "counted only"
+    assert "counted only, not run" in report.memory_note and "a warm-up is one tile" in report.timing_note

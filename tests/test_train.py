@@ -61,6 +61,10 @@ def _progress(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
+def _has_rows(path: Path) -> bool:
+    return path.is_file() and len(path.read_text().splitlines()) > 1
+
+
 def _weights(caffe, run_dir: Path, iteration: int, variant: str = "lwrefinenet") -> dict[str, np.ndarray]:
     net = caffe.Net(str(run_dir / "deploy.prototxt"), str(run_dir / "snapshots" / f"{variant}_iter_{iteration}"
                                                              ".caffemodel"), caffe.TEST)
@@ -129,15 +133,29 @@ def test_sigint_snapshots_and_exits_130(dataset, tmp_path):
                "--snapshot-every", "100000", "--loss-schedule", "uniform"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (run_dir / "progress.csv").is_file():
-        time.sleep(0.5)
-    time.sleep(1.0)
+    while time.monotonic() < deadline and not _has_rows(run_dir / "progress.csv"):
+        time.sleep(0.2)  # stop it mid-run: after its first iteration is on record
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     rows = _progress(run_dir)
     snapshot = run_dir / "snapshots" / f"lwrefinenet_iter_{rows[-1]['iteration']}.caffemodel"
     assert snapshot.is_file(), sorted(os.listdir(run_dir / "snapshots"))
+
+
+def test_sigint_while_the_solver_starts_up_still_exits_130(dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "mrfnet.cli", "train", "--run-dir", str(run_dir), "--data", str(dataset),
+               "--variant", "lwrefinenet", "--batch-size", "2", "--crop-size", str(CROP), "--iterations", "100000",
+               "--snapshot-every", "100000"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run_dir / "progress.csv").is_file():
+        time.sleep(0.05)  # the parent handles signals from here on; the solver child is still importing
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
 
 
 def test_the_edge_branch_trains_and_its_losses_are_logged(dataset, tmp_path):
