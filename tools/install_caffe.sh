@@ -129,7 +129,8 @@ cmake_options() {
   if [ "$gpu" = 1 ]; then
     gpu_helper cmake-options "$view"
   else
-    echo -DCPU_ONLY=ON
+    # OpenMP for the CPU layers that tools/caffe-patches/0003-openmp-cpu-layers.patch threads
+    printf '%s\n' -DCPU_ONLY=ON -DUSE_OPENMP=ON
   fi
   printf '%s\n' -DBLAS=Open -DBUILD_python=ON -DBUILD_python_layer=ON \
     -DUSE_OPENCV=OFF -DUSE_LEVELDB=OFF -DUSE_LMDB=ON -DBUILD_docs=OFF -DCMAKE_BUILD_TYPE=Release \
