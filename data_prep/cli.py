@@ -29,6 +29,7 @@ from data_prep.build import (
 )
 from data_prep.lmdb_writer import DEFAULT_MAP_SIZE
 from data_prep.sources import GOPRO_BLURS, SOURCES
+from mrfnet.argtypes import fraction, non_negative_int, positive_int
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,13 +53,13 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gopro-blur", choices=GOPRO_BLURS, default="blur",
                         help="GOPRO's blurred folder: blur (linear, most published numbers) or blur_gamma "
                              "(DeepDeblur) (default: %(default)s)")
-    parser.add_argument("--patch-size", type=int, help=f"side of the square training/validation patches "
+    parser.add_argument("--patch-size", type=positive_int, help=f"side of the square training/validation patches "
                         f"(default: {EMBEDDED_PATCH} for embedded, {FILE_PATCH} otherwise)")
-    parser.add_argument("--stride", type=int,
+    parser.add_argument("--stride", type=positive_int,
                         help="step between patches (default: half the patch for embedded, the patch otherwise)")
-    parser.add_argument("--copies", type=int, default=1,
+    parser.add_argument("--copies", type=positive_int, default=1,
                         help="versions of each source image, each with its own blur and augmentation (default: 1)")
-    parser.add_argument("--test-copies", type=int,
+    parser.add_argument("--test-copies", type=positive_int,
                         help="blur draws of each whole test image, so a test mean does not hang on one kernel "
                              "(default: --copies)")
     parser.add_argument("--max-motion", type=int, default=MOTION_LENGTHS[-1],
@@ -72,17 +73,18 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
                              "training images (the paper's augmentation; off by default)")
     parser.add_argument("--test-whole", action=argparse.BooleanOptionalAction, default=True,
                         help="store test images whole, not as patches, so scoring sees full images (default: on)")
-    parser.add_argument("--val-fraction", type=float, default=0.1,
+    parser.add_argument("--val-fraction", type=fraction, default=0.1,
                         help="share of images (GOPRO: of training sequences) held out for validation "
                              "(default: %(default)s; not embedded)")
-    parser.add_argument("--test-fraction", type=float, default=0.1,
+    parser.add_argument("--test-fraction", type=fraction, default=0.1,
                         help="share of images held out for testing (visdrone, folder; default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of splits, blur, augmentation and record order "
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of splits, blur, augmentation and record order "
                         "(default: %(default)s)")
-    parser.add_argument("--workers", type=int,
+    parser.add_argument("--workers", type=positive_int,
                         help=f"worker processes; 1 works in-process (default: one per CPU ({os.cpu_count()}) for "
                              f"jobs of {AUTO_WORKERS_MIN_PIXELS // 10**6}+ megapixels, in-process below)")
     parser.add_argument("--force", action="store_true", help="replace an existing --out (once the new one is built)")
-    parser.add_argument("--map-size", type=int, default=DEFAULT_MAP_SIZE >> 20,
+    parser.add_argument("--map-size", type=positive_int, default=DEFAULT_MAP_SIZE >> 20,
                         help="initial LMDB map size in MiB; doubled whenever it fills (default: %(default)s)")
     parser.set_defaults(run=run)

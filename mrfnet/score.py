@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mrfnet import montage as montage_module
+from mrfnet.argtypes import non_negative_int, positive_float, positive_int
 from mrfnet.inference import DEFAULT_MAX_MEMORY_GB, DEFAULT_OVERLAP, AutoTile, Model, Tile, resolve_tile
 from mrfnet.metrics import SSIM_VARIANTS, MetricOptions, psnr, ssim
 
@@ -548,7 +549,7 @@ def add_metric_arguments(parser: argparse.ArgumentParser) -> None:
                        help="SSIM variant: skimage (Gaussian, Wang et al.), gaussian2d (BasicSR), matlab3d "
                             "(MATLAB ssim on RGB) (default: %(default)s)")
     group.add_argument("--y-channel", action="store_true", help="score the BT.601 Y channel only (default: RGB)")
-    group.add_argument("--crop-border", type=int, default=0, help="pixels cut from each side (default: 0)")
+    group.add_argument("--crop-border", type=non_negative_int, default=0, help="pixels cut from each side (default: 0)")
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
@@ -556,11 +557,11 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tile", default="auto",
                        help="tile side in pixels (a multiple of 8), 0 for whole images, or auto: the largest tile "
                             "within --max-memory-gb (default: %(default)s)")
-    group.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+    group.add_argument("--overlap", type=non_negative_int, default=DEFAULT_OVERLAP,
                        help="pixels shared by neighbouring tiles, a multiple of 8 (default: %(default)s)")
-    group.add_argument("--max-memory-gb", type=float, default=DEFAULT_MAX_MEMORY_GB,
+    group.add_argument("--max-memory-gb", type=positive_float, default=DEFAULT_MAX_MEMORY_GB,
                        help="Caffe memory budget that sets the auto tile size (default: %(default)s)")
-    group.add_argument("--gpu", type=int, help="GPU id (needs a CUDA build of Caffe; default: CPU)")
+    group.add_argument("--gpu", type=non_negative_int, help="GPU id (needs a CUDA build of Caffe; default: CPU)")
 
 
 def parse_tile(text: str) -> int | str:
@@ -607,7 +608,7 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--blur-dir", type=Path, help="folder of blurred images")
     data.add_argument("--sharp-dir", type=Path, help="folder of sharp images, same relative names")
     data.add_argument("--test-name", help="test-set name in tables (default: from the path)")
-    data.add_argument("--limit", type=int, help="score only the first N images")
+    data.add_argument("--limit", type=positive_int, help="score only the first N images")
     add_metric_arguments(parser)
     add_inference_arguments(parser)
     output = parser.add_argument_group("output")
@@ -617,7 +618,7 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     output.add_argument("--save-images", action="store_true", help="write each output as PNG (last snapshot)")
     output.add_argument("--montage", action="store_true",
                         help="blur | output | sharp montages with a zoomed crop, and a contact sheet (last snapshot)")
-    output.add_argument("--montage-limit", type=int, default=DEFAULT_MONTAGE_LIMIT,
+    output.add_argument("--montage-limit", type=positive_int, default=DEFAULT_MONTAGE_LIMIT,
                         help="montage this many images, spread evenly over the test set (default: %(default)s)")
     output.add_argument("--last-only", action="store_true", help="score only the latest snapshot of a run")
     parser.set_defaults(run=run)

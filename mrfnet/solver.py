@@ -14,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mrfnet.argtypes import non_negative_int, positive_float, positive_int
 from mrfnet.caffe_env import import_caffe
 
 log = logging.getLogger(__name__)
@@ -152,14 +153,14 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--variant", default="mrfnet", help="network variant, names the file")
     parser.add_argument("--dataset", default="gopro",
                         help=f"dataset name; presets for size and epochs: {', '.join(DATASETS)}")
-    parser.add_argument("--records", type=int, help="training records (overrides the preset)")
+    parser.add_argument("--records", type=positive_int, help="training records (overrides the preset)")
     parser.add_argument("--train-lmdb", type=Path, help="count the training records of this LMDB")
-    parser.add_argument("--val-records", type=int, default=0, help="val records; 0 disables testing")
-    parser.add_argument("--batch-size", type=int, default=16, help="total batch over all GPUs")
-    parser.add_argument("--gpus", type=int, default=1, help="number of GPUs the batch is split over")
-    parser.add_argument("--epochs", type=float, help="epochs (default: the dataset preset, else 50)")
-    parser.add_argument("--base-lr", type=float, default=1e-4, help="initial learning rate")
-    parser.add_argument("--seed", type=int, default=0, help="Caffe's random_seed")
+    parser.add_argument("--val-records", type=non_negative_int, default=0, help="val records; 0 disables testing")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="total batch over all GPUs")
+    parser.add_argument("--gpus", type=positive_int, default=1, help="number of GPUs the batch is split over")
+    parser.add_argument("--epochs", type=positive_float, help="epochs (default: the dataset preset, else 50)")
+    parser.add_argument("--base-lr", type=positive_float, default=1e-4, help="initial learning rate")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="Caffe's random_seed")
     parser.add_argument("--net", help="net path written into the solver")
     parser.add_argument("--out", type=Path, help="output file (default solvers/<variant>_<dataset>.prototxt)")
     parser.set_defaults(run=run)

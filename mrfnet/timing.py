@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from mrfnet.argtypes import non_negative_int, positive_float, positive_int
 from mrfnet.caffe_env import build_info, import_caffe, run_isolated
 from mrfnet.inference import (
     DEFAULT_OVERLAP,
@@ -509,18 +510,20 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"which variants (default: all of {', '.join(VARIANTS)})")
     parser.add_argument("--sizes", default="256x256,1280x720",
                         help="inference sizes, WIDTHxHEIGHT, comma-separated (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per size (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed passes first (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed passes per size (default: %(default)s)")
+    parser.add_argument("--warmup", type=non_negative_int, default=1,
+                        help="untimed passes first (default: %(default)s)")
     parser.add_argument("--memory-batches", type=_ints, default=list(DEFAULT_MEMORY_BATCHES),
                         help="batch sizes of the training-memory table (default: 1,8,16)")
-    parser.add_argument("--memory-side", type=int, default=DEFAULT_MEMORY_SIDE,
+    parser.add_argument("--memory-side", type=positive_int, default=DEFAULT_MEMORY_SIDE,
                         help="square input side of the training-memory table (default: %(default)s, the paper's crop)")
-    parser.add_argument("--max-memory-gb", type=float,
+    parser.add_argument("--max-memory-gb", type=positive_float,
                         help="largest counted memory run whole (default: half the memory available now)")
-    parser.add_argument("--tile-memory-gb", type=float,
+    parser.add_argument("--tile-memory-gb", type=positive_float,
                         help="budget of the tiles used when a size does not fit (default: --max-memory-gb)")
-    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap (default: %(default)s)")
+    parser.add_argument("--overlap", type=non_negative_int, default=DEFAULT_OVERLAP,
+                        help="tile overlap (default: %(default)s)")
     parser.add_argument("--no-caffe-time", action="store_true", help="skip Caffe's own `caffe time` runs")
-    parser.add_argument("--gpu", type=int, help="GPU id (needs a CUDA build of Caffe; default: CPU)")
+    parser.add_argument("--gpu", type=non_negative_int, help="GPU id (needs a CUDA build of Caffe; default: CPU)")
     parser.add_argument("--out", type=Path, help="folder for timing.md and timing.json (default: print only)")
     parser.set_defaults(run=run)

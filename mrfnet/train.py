@@ -25,6 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mrfnet.argtypes import fraction, non_negative_int, positive_float, positive_int
 from mrfnet.caffe_env import CaffeError, glog_failure, import_caffe, run_isolated
 from mrfnet.solve import SolveJob, solve
 from mrfnet.solver import HALVE_EVERY_EPOCHS, Schedule, write_solver
@@ -384,32 +385,35 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--variant", default="mrfnet", choices=list(VARIANTS), help="the network (default: mrfnet)")
     parser.add_argument("--data", type=Path, default=Path("data/embedded"),
                         help="data_prep output folder holding train_lmdb (and val_lmdb)")
-    parser.add_argument("--batch-size", type=int, default=16, help="total batch over all GPUs (paper: 16)")
-    parser.add_argument("--crop-size", type=int, default=256, help="random crop side (paper: 256)")
-    parser.add_argument("--epochs", type=float, default=50, help="epochs (paper: 50 GOPRO, 70 VisDrone)")
-    parser.add_argument("--iterations", type=int, help="train this many iterations instead of --epochs")
-    parser.add_argument("--base-lr", type=float, default=1e-4, help="Adam's initial learning rate (paper: 1e-4)")
-    parser.add_argument("--halve-every-epochs", type=float, default=HALVE_EVERY_EPOCHS,
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="total batch over all GPUs (paper: 16)")
+    parser.add_argument("--crop-size", type=positive_int, default=256, help="random crop side (paper: 256)")
+    parser.add_argument("--epochs", type=positive_float, default=50, help="epochs (paper: 50 GOPRO, 70 VisDrone)")
+    parser.add_argument("--iterations", type=positive_int, help="train this many iterations instead of --epochs")
+    parser.add_argument("--base-lr", type=positive_float, default=1e-4,
+                        help="Adam's initial learning rate (paper: 1e-4)")
+    parser.add_argument("--halve-every-epochs", type=positive_float, default=HALVE_EVERY_EPOCHS,
                         help="halve the learning rate every this many epochs (paper: 10)")
-    parser.add_argument("--snapshot-every", type=int, help="snapshot interval in iterations (default: one epoch)")
+    parser.add_argument("--snapshot-every", type=positive_int,
+                        help="snapshot interval in iterations (default: one epoch)")
     parser.add_argument("--loss", choices=("native", "python"), default="native",
                         help="scale refinement loss as native EuclideanLoss layers or the Python layer")
     parser.add_argument("--loss-schedule", default="coarse-to-fine",
                         help=f"per-scale loss weights over the run: {', '.join(LOSS_SCHEDULES)} or ITER:w1,..;..")
     parser.add_argument("--gpus", type=_gpu_list, default=[], help="GPU ids, e.g. 0,1,2,3 (default: CPU)")
-    parser.add_argument("--seed", type=int, default=0, help="Caffe's random_seed (crops, mirrors, fillers)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="Caffe's random_seed (crops, mirrors, fillers)")
     parser.add_argument("--weights", type=Path, help="fine-tune from this caffemodel (exclusive with --resume)")
     parser.add_argument("--edge", action="store_true",
                         help="add the edge reconstruction branch (section 3.3.3; off by default, see the README)")
-    parser.add_argument("--edge-alpha-at", type=float, default=0.5,
+    parser.add_argument("--edge-alpha-at", type=fraction, default=0.5,
                         help="fraction of the run at which the edge generator switches from the blurred input "
                              "to the prediction (alpha 0 -> 1; default: %(default)s, the paper's 'middle')")
-    parser.add_argument("--val-every", type=int,
+    parser.add_argument("--val-every", type=positive_int,
                         help="every this many iterations (and at the end), score the current weights on DATA's "
                              "val_lmdb (PSNR/SSIM as `mrfnet score`, and the gain over the blurry input) into "
                              "progress.csv; the best weights go to snapshots/best.caffemodel, their scores to "
                              "best.json (default: no validation)")
-    parser.add_argument("--val-limit", type=int,
+    parser.add_argument("--val-limit", type=positive_int,
                         help="validate on the first N val records only (the LMDB's shuffled order; "
                              "default: all of them)")
     parser.set_defaults(run=run)
