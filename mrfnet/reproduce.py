@@ -63,7 +63,7 @@ class Budget:
 
 FULL = Budget(
     headline_iterations=1500, ablation_iterations=120, seeds=(0, 1), batch_size=4, crop_size=64, ablation_crop_size=48,
-    patch_size=96, copies=1, test_copies=8, max_motion=5, base_lr=2e-4, halvings=3, loss_schedule="uniform",
+    patch_size=96, copies=1, test_copies=8, max_motion=5, base_lr=5e-4, halvings=3, loss_schedule="uniform",
     headline_validations=6, ablation_validations=2, val_limit=None, timing_sizes=((256, 256), (720, 1280)),
     timing_repeats=1, memory_batches=(4, 16), memory_side=256, memory_run=False, caffe_time=False, minutes=60)
 QUICK = Budget(
