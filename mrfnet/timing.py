@@ -380,7 +380,8 @@ def _mb(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def _write_deploy(variant: str, height: int, width: int, batch: int, folder: Path, train: bool) -> str:
+def write_deploy(variant: str, height: int, width: int, batch: int, folder: Path, train: bool) -> str:
+    """A deploy net of ``variant`` at this size in ``folder``; ``train``: with force_backward, for a backward pass."""
     from netgen import build_deploy
 
     net = build_deploy(variant, height=height, width=width, batch_size=batch)
@@ -413,7 +414,7 @@ def _time_tiled(variant: str, height: int, width: int, whole: dict[str, Any], fo
     shape = auto.shape_for(*padded) or padded
     log.info("%s at %s: %s; timing %s tiles", variant, size_label(height, width), whole["skipped"],
              size_label(*shape))
-    prototxt = _write_deploy(variant, shape[0], shape[1], 1, folder, train=False)
+    prototxt = write_deploy(variant, shape[0], shape[1], 1, folder, train=False)
     tiled = run_isolated(_measure, prototxt, train=False, image_size=(height, width), timeout=CHILD_TIMEOUT_S,
                          **common)
     reason = f"whole image needs {estimate.total / 2**30:.2f} GB counted"
@@ -447,7 +448,7 @@ def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] =
         folder = Path(tmp)
         for variant in variants:
             for height, width in sizes:
-                prototxt = _write_deploy(variant, height, width, 1, folder, train=False)
+                prototxt = write_deploy(variant, height, width, 1, folder, train=False)
                 raw = run_isolated(_measure, prototxt, train=False, timeout=CHILD_TIMEOUT_S, **common)
                 if "skipped" in raw:
                     raw = _time_tiled(variant, height, width, raw, folder, tile_gb, common)
@@ -458,7 +459,7 @@ def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] =
                          f"{m.seconds_mean:.3f}" if m.seconds_mean is not None else "-", m.counted_mb)
                 measurements.append(m)
             for batch in memory_batches:
-                prototxt = _write_deploy(variant, memory_side, memory_side, batch, folder, train=True)
+                prototxt = write_deploy(variant, memory_side, memory_side, batch, folder, train=True)
                 raw = run_isolated(_measure, prototxt, train=True, timeout=CHILD_TIMEOUT_S,
                                    count_only=not run_training, **common)
                 m = _measurement(variant, "training", memory_side, memory_side, batch, raw)

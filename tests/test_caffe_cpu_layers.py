@@ -91,16 +91,10 @@ def run_net(threads: int) -> dict[str, np.ndarray]:
 def runs(caffe) -> dict[int, dict[str, np.ndarray]]:
     results = {}
     for threads in (1, 2):
-        saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        os.environ.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1")  # BLAS alike in both
-        try:
+        with pytest.MonkeyPatch.context() as patch:  # the spawned child takes this environment
+            patch.setenv("OMP_NUM_THREADS", str(threads))
+            patch.setenv("OPENBLAS_NUM_THREADS", "1")  # BLAS alike in both
             results[threads] = run_isolated(run_net, threads, timeout=120)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
     return results
 
 

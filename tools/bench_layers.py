@@ -28,24 +28,19 @@ from typing import Any
 
 import numpy as np
 
+from mrfnet.caffe_env import caffe_prefix, import_caffe
+from mrfnet.timing import write_deploy
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def profile(variant: str, height: int, width: int, batch: int, repeats: int) -> dict[str, Any]:
     """In this process: mean seconds per layer type, forward and backward, and digests of the results."""
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    import caffe
-
-    from netgen import build_deploy
-
+    caffe = import_caffe()
     caffe.set_mode_cpu()
     caffe.set_random_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        deploy = Path(tmp) / "deploy.prototxt"
-        spec = build_deploy(variant, height=height, width=width, batch_size=batch)
-        spec.force_backward = True
-        deploy.write_text(str(spec))
-        net = caffe.Net(str(deploy), caffe.TEST)
+        net = caffe.Net(write_deploy(variant, height, width, batch, Path(tmp), train=True), caffe.TEST)
     rng = np.random.default_rng(0)
     net.blobs["blur"].data[...] = rng.random(net.blobs["blur"].data.shape, dtype=np.float32)
     names = list(net._layer_names)
@@ -75,7 +70,7 @@ def profile(variant: str, height: int, width: int, batch: int, repeats: int) -> 
     for name in outputs:
         digest.update(np.ascontiguousarray(net.blobs[name].data).tobytes())
     gradient = hashlib.sha256(np.ascontiguousarray(net.blobs["blur"].diff).tobytes())
-    return {"caffe": str(Path(caffe.__file__).resolve().parents[4]), "types": dict(by_type),
+    return {"caffe": str(caffe_prefix(caffe)), "types": dict(by_type),
             "output_sha256": digest.hexdigest(), "input_grad_sha256": gradient.hexdigest(),
             "threads": os.environ.get("OMP_NUM_THREADS", "default")}
 
