@@ -44,6 +44,20 @@ def caffe_prefix(caffe: ModuleType) -> Path:
     return Path(caffe.__file__).resolve().parents[4]
 
 
+def env_for_build(prefix: Path | None) -> dict[str, str]:
+    """This process's environment with pycaffe taken from ``prefix`` (a tools/install_caffe.sh prefix; None: as is).
+
+    For benchmarks that run one child process per build, side by side.
+    """
+    if prefix is None:
+        return dict(os.environ)
+    site = Path(prefix) / "lib" / "python3" / "dist-packages"
+    if not (site / "caffe").is_dir():
+        raise ValueError(f"{prefix} holds no pycaffe (no {site / 'caffe'}): pass a prefix of tools/install_caffe.sh")
+    paths = [str(site), os.environ.get("PYTHONPATH", "")]  # ahead of the .pth install_caffe.sh wrote for this Python
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+
+
 def build_info(caffe: ModuleType) -> dict[str, str]:
     """The ``build-info.txt`` written by tools/install_caffe.sh, or {} for a Caffe built elsewhere."""
     info_file = caffe_prefix(caffe) / "build-info.txt"

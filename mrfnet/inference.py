@@ -313,14 +313,20 @@ def resolve_tile(model: Model, tile: int | str | None, overlap: int, max_memory_
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes Caffe allocates for a forward pass (float32 data; diffs are allocated lazily, not in forward)."""
+    """Bytes Caffe allocates for a forward pass (float32 data; diffs are allocated lazily, not in forward).
 
-    activations: int  # top blobs' data, each blob once (Split tops share their bottom's data)
+    Counted for the project's Caffe: one im2col workspace per thread (tools/caffe-patches/0004) and, in a
+    deploy net with ``share_test_blobs``, intermediate blobs sharing storage by lifetime (0005). A Caffe
+    without those patches is counted as BVLC Caffe allocates: a buffer per layer, a blob per top.
+    """
+
+    activations: int  # top blobs' data, each storage once (Split tops view their bottom; shared slots once)
     parameters: int
-    col_buffers: int  # every non-1x1 (de)convolution keeps its own im2col buffer in BVLC Caffe
+    col_buffers: int  # the im2col workspace: the largest non-1x1 (de)convolution's need (BVLC: the sum)
     pool_masks: int  # MAX pooling stores its argmax per output
     split_activations: int = 0  # Split tops: no data of their own, but a diff each in backward
     batch: int = 1
+    unshared_activations: int = 0  # every top blob's data once, as a net without shared blobs holds it
 
     @property
     def total(self) -> int:
@@ -329,40 +335,66 @@ class MemoryEstimate:
 
     @property
     def training(self) -> int:
-        """Forward and backward: every blob's diff too (Split tops included), parameter diffs too."""
-        return 2 * (self.activations + self.parameters) + self.split_activations + self.col_buffers + self.pool_masks
+        """Forward and backward: every blob's data and diff (Split tops' diffs too), parameter diffs too.
+
+        A training net never shares its blobs (they are needed again in backward).
+        """
+        return (2 * (self.unshared_activations + self.parameters) + self.split_activations + self.col_buffers
+                + self.pool_masks)
+
+
+def lean_caffe(net: Any) -> bool:
+    """Whether ``net`` comes from the project's patched Caffe (shared im2col workspace, shareable blobs)."""
+    return hasattr(net, "_blob_storage_slots")
+
+
+def _col_values(layer: Any, net: Any, name: str, weights: Any) -> int:
+    """Floats of the im2col buffer of a Convolution or Deconvolution layer (0 for a 1x1 without stride/pad)."""
+    _, per_group, kh, kw = weights.data.shape
+    param = layer.convolution_param
+    if layer.type == "Convolution":
+        one_by_one = (kh, kw) == (1, 1) and all(s == 1 for s in param.stride) and all(p == 0 for p in param.pad)
+        if one_by_one:
+            return 0
+        spatial = net.blobs[net.top_names[name][0]].data.shape[2:]
+    else:
+        spatial = net.blobs[net.bottom_names[name][0]].data.shape[2:]
+    return per_group * kh * kw * spatial[0] * spatial[1] * max(1, param.group)
 
 
 def memory_estimate(net: Any, proto: Any) -> MemoryEstimate:
     """Caffe's forward memory for ``net`` at its current shape, counted from its blobs and layers.
 
-    Split tops share their bottom's data and in-place tops are one blob, so each is counted once.
+    Split tops share their bottom's data and in-place tops are one blob, so each is counted once; blobs
+    that share a storage slot (Caffe's own plan, ``net._blob_storage_slots``) count as the slot's largest.
     """
     layers = {layer.name: layer for layer in proto.layer}
-    shared = {top for name, tops in net.top_names.items()  # Caffe inserts the Split layers itself
-              if name not in layers or layers[name].type == "Split" for top in tops}
-    activations = sum(blob.count for name, blob in net.blobs.items() if name not in shared) * 4
-    split_activations = sum(blob.count for name, blob in net.blobs.items() if name in shared) * 4
+    views = {top for name, tops in net.top_names.items()  # Caffe inserts the Split layers itself
+             if name not in layers or layers[name].type == "Split" for top in tops}
+    counts = {name: blob.count for name, blob in net.blobs.items()}
+    unshared = sum(count for name, count in counts.items() if name not in views)
+    lean = lean_caffe(net)
+    slots = list(net._blob_storage_slots) if lean else []
+    if slots:
+        slot_sizes: dict[int, int] = {}
+        own = 0
+        for (name, count), slot in zip(counts.items(), slots, strict=True):
+            if slot >= 0:
+                slot_sizes[slot] = max(slot_sizes.get(slot, 0), count)
+            elif name not in views:
+                own += count
+        activations = own + sum(slot_sizes.values())
+    else:
+        activations = unshared
+    split_activations = sum(count for name, count in counts.items() if name in views)
     parameters = sum(blob.count for blobs in net.params.values() for blob in blobs) * 4
-    col = masks = 0
-    for name, blobs in net.params.items():
-        layer = layers.get(name)
-        kind = layer.type if layer is not None else ""
-        _, per_group, kh, kw = blobs[0].data.shape
-        if kind == "Convolution":
-            top = net.blobs[net.top_names[name][0]].data.shape
-            param = layer.convolution_param
-            one_by_one = (kh, kw) == (1, 1) and all(s == 1 for s in param.stride) and all(p == 0 for p in param.pad)
-            if not one_by_one:
-                col += per_group * kh * kw * top[2] * top[3] * max(1, param.group)
-        elif kind == "Deconvolution":
-            bottom = net.blobs[net.bottom_names[name][0]].data.shape
-            col += per_group * kh * kw * bottom[2] * bottom[3] * max(1, layer.convolution_param.group)
-    for name, layer in layers.items():
-        if layer.type == "Pooling" and layer.pooling_param.pool == 0 and name in net.top_names:  # MAX
-            masks += net.blobs[net.top_names[name][0]].count
+    col_needs = [_col_values(layers[name], net, name, blobs[0]) for name, blobs in net.params.items()
+                 if name in layers and layers[name].type in ("Convolution", "Deconvolution")]
+    col = (max(col_needs, default=0) if lean else sum(col_needs)) * 4
+    masks = sum(net.blobs[net.top_names[name][0]].count for name, layer in layers.items()
+                if layer.type == "Pooling" and layer.pooling_param.pool == 0 and name in net.top_names)  # MAX
     batch = net.blobs[next(iter(net.blobs))].data.shape[0]
-    return MemoryEstimate(activations, parameters, col * 4, masks * 4, split_activations, batch)
+    return MemoryEstimate(activations * 4, parameters, col, masks * 4, split_activations * 4, batch, unshared * 4)
 
 
 def receptive_field(proto: Any, blob: str = PREDICTION) -> int:

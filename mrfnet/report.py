@@ -30,6 +30,9 @@ PAPER_TABLE_V = {"refinenet": (28.73991, 0.854758), "lwrefinenet": (29.24461, 0.
                  "rcrefinenet": (29.03971, 0.858601), "mrfnet": (29.40845, 0.862474)}  # VisDrone PSNR, SSIM
 PAPER_PARAMS_CUT, PAPER_FLOPS_CUT = 0.50, 0.75
 PAPER_LW_TIME_1280 = 0.494  # s per 1280x768 image, GTX 1650 (Table IV, LWRefineNet)
+# Table III: MRFNet's memory per graphics card in MB, per-GPU batch -> MB: GOPRO at batch 8 and VisDrone at
+# batch 16, each spread over the four GPUs of section 4.1 (docs/architecture.md, "Caffe's memory")
+PAPER_TABLE_III = {2: 5452, 4: 5898}
 PLOT_STYLE = {"figure.figsize": (7.0, 4.2), "figure.dpi": 110, "font.size": 9, "axes.grid": True,
               "grid.alpha": 0.3, "lines.linewidth": 1.4, "savefig.bbox": "tight"}
 COLOURS = {"refinenet": "#1f77b4", "lwrefinenet": "#ff7f0e", "rcrefinenet": "#2ca02c", "mrfnet": "#d62728",
@@ -251,7 +254,7 @@ def _ablation_claims(results: dict[str, Any], curves: dict[str, dict[str, list[f
     return found
 
 
-def _cost_claims(timing: dict[str, Any], memory: dict[str, Any]) -> list[Claim]:
+def _cost_claims(timing: dict[str, Any], memory: dict[str, Any], memory_rss: dict[str, Any]) -> list[Claim]:
     found = []
     if {"refinenet", "lwrefinenet"} <= timing.keys():
         size = "1280x720" if "1280x720" in timing["lwrefinenet"] else next(iter(timing["lwrefinenet"]))
@@ -264,17 +267,23 @@ def _cost_claims(timing: dict[str, Any], memory: dict[str, Any]) -> list[Claim]:
                            NOT_MEASURABLE))
     if {"refinenet", "mrfnet"} <= memory.keys():
         batch = max(memory["mrfnet"], key=int)
-        light, heavy = memory["mrfnet"][batch], memory["refinenet"][batch]
-        found.append(Claim("The lightweight process keeps memory low (Table III)", "5898 MB at batch 16",
-                           f"training memory at batch {batch}: MRFNet {light:.0f} MB vs RefineNet {heavy:.0f} MB",
-                           _verdict(light < heavy)))
+        measured = {v: rss.get(batch) for v, rss in memory_rss.items()}
+        how = "peak RSS" if measured.get("mrfnet") and measured.get("refinenet") else "counted"
+        table = measured if how == "peak RSS" else {v: m[batch] for v, m in memory.items()}
+        light, heavy = table["mrfnet"], table["refinenet"]
+        paper = PAPER_TABLE_III.get(int(batch))
+        found.append(Claim("The lightweight process keeps memory low (Table III)",
+                           f"{paper} MB per GPU at batch {batch} per GPU" if paper else "low",
+                           f"training memory per GPU at batch {batch}, 256x256, {how}: MRFNet {light:.0f} MB "
+                           f"vs RefineNet {heavy:.0f} MB (counted {memory['mrfnet'][batch]:.0f} / "
+                           f"{memory['refinenet'][batch]:.0f} MB)", _verdict(light < heavy)))
     return found
 
 
 def claims(results: dict[str, Any], curves: dict[str, dict[str, list[float]]]) -> list[Claim]:
     """One line per claim of the paper that this run can speak to."""
     return (_size_claims(results.get("table1", {})) + _headline_claim(results) + _ablation_claims(results, curves)
-            + _cost_claims(results.get("timing", {}), results.get("memory", {})))
+            + _cost_claims(results.get("timing", {}), results.get("memory", {}), results.get("memory_rss", {})))
 
 
 def _paper_scores(name: str) -> str:
@@ -282,6 +291,10 @@ def _paper_scores(name: str) -> str:
         return "-"
     psnr, ssim = PAPER_TABLE_V[name]
     return f"{psnr:.2f} / {ssim:.3f}"
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
@@ -394,9 +407,15 @@ def _sections(results: dict[str, Any], curves: dict[str, dict[str, list[float]]]
     memory = results.get("memory", {})
     if memory:
         batches = list(next(iter(memory.values())))
-        rows = [[v, *[f"{m[b]:.0f}" for b in batches]] for v, m in memory.items()]
-        out += ["## Table III analogue: training memory (MB)", "",
-                _table(["variant", *[f"batch {b}" for b in batches]], rows), "", results.get("memory_note", ""), ""]
+        rss = results.get("memory_rss", {})
+        rows = [[v, *[f"{m[b]:.0f}" for b in batches], *[_mb(rss.get(v, {}).get(b)) for b in batches]]
+                for v, m in memory.items()]
+        rows.append(["MRFNet in the paper (GPU)", *[_mb(PAPER_TABLE_III.get(int(b))) for b in batches],
+                     *["" for _ in batches]])
+        out += ["## Table III analogue: training memory per GPU (MB)", "",
+                _table(["variant", *[f"batch {b} counted" for b in batches], *[f"batch {b} peak RSS" for b in batches]],
+                       rows), "", results.get("memory_note", ""),
+                "The paper's batches of 8 (GOPRO) and 16 (VisDrone) are over four GPUs: 2 and 4 per GPU.", ""]
     montages = results.get("montages", [])
     if montages:
         out += ["## Montages: blurred | deblurred (headline MRFNet) | sharp", ""]

@@ -299,6 +299,15 @@ class TimingReport:
         return table
 
     @property
+    def memory_rss(self) -> dict[str, dict[int, float]]:
+        """memory[variant][batch] = peak RSS MB of the training pass, where it was run."""
+        table: dict[str, dict[int, float]] = {}
+        for m in self.measurements:
+            if m.kind == "training" and m.peak_rss_mb is not None:
+                table.setdefault(m.variant, {})[m.batch] = m.peak_rss_mb
+        return table
+
+    @property
     def timing_note(self) -> str:
         tiled = [f"{m.variant} {size_label(m.height, m.width)} in {m.tile} tiles" for m in self.measurements
                  if m.kind == "inference" and m.tile]
@@ -313,7 +322,7 @@ class TimingReport:
     def memory_note(self) -> str:
         return ("Training memory (forward + backward, batch on "
                 f"{size_label(self.settings['memory_side'], self.settings['memory_side'])} inputs) as Caffe allocates "
-                "it: activations and parameters with their diffs, each non-1x1 convolution's im2col buffer and "
+                "it: activations and parameters with their diffs, the shared im2col workspace and "
                 "max-pooling masks, counted from the net (what a GPU build without cuDNN holds); "
                 + ("peak RSS where the machine could run it." if self.settings.get("run_training", True)
                    else "counted only, not run."))
@@ -326,6 +335,8 @@ class TimingReport:
                 "measurements": [asdict(m) for m in self.measurements],
                 "timing": self.timing,
                 "memory": {variant: {str(b): mb for b, mb in table.items()} for variant, table in self.memory.items()},
+                "memory_rss": {variant: {str(b): mb for b, mb in table.items()}
+                               for variant, table in self.memory_rss.items()},
                 "timing_note": self.timing_note, "memory_note": self.memory_note}
 
     def to_markdown(self) -> str:
@@ -384,7 +395,7 @@ def write_deploy(variant: str, height: int, width: int, batch: int, folder: Path
     """A deploy net of ``variant`` at this size in ``folder``; ``train``: with force_backward, for a backward pass."""
     from netgen import build_deploy
 
-    net = build_deploy(variant, height=height, width=width, batch_size=batch)
+    net = build_deploy(variant, height=height, width=width, batch_size=batch, share_blobs=not train)
     net.force_backward = train
     path = folder / f"{variant}_{width}x{height}_b{batch}{'_train' if train else ''}.prototxt"
     path.write_text(str(net))

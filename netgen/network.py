@@ -199,11 +199,14 @@ def build_train_val(variant: str, *, train_source: str = DEFAULT_TRAIN_SOURCE, v
 
 
 def build_deploy(variant: str, *, height: int = DEFAULT_CROP_SIZE, width: int = DEFAULT_CROP_SIZE,
-                 batch_size: int = 1) -> caffe_pb2.NetParameter:
+                 batch_size: int = 1, share_blobs: bool = True) -> caffe_pb2.NetParameter:
     """The inference net: Input ``blur`` (N x 3 x height x width, BGR in [0, 1]) -> out_r1..out_r4.
 
     Any height and width of at least MIN_SIDE work (reshape the input blob and call net.reshape());
     ``out_r4`` is the full-resolution prediction, the others are its 1/2, 1/4 and 1/8 versions.
+    ``share_blobs`` sets ``share_test_blobs`` (tools/caffe-patches/0005): intermediate blobs share storage
+    by lifetime, so only the input and the four outputs can be read after a forward pass, and the net
+    cannot run backward (build it with ``share_blobs=False`` for that).
     """
     spec = get_variant(variant)
     _check_side("height", height)
@@ -215,6 +218,8 @@ def build_deploy(variant: str, *, height: int = DEFAULT_CROP_SIZE, width: int = 
     add_network(n, spec, n[INPUT])
     net = n.to_proto()
     net.name = f"{variant}_deploy"
+    if share_blobs:  # left unset otherwise, so the text also loads in a Caffe without the patch
+        net.share_test_blobs = True
     return net
 
 

@@ -40,6 +40,25 @@ def test_cache_key_is_stable_and_follows_the_patches(tmp_path):
     assert changed.stdout.strip() != key
 
 
+def test_the_baseline_build_has_only_the_patches_caffe_needs_here_and_its_own_key(tmp_path):
+    """--baseline: BVLC Caffe as it builds here, for side-by-side benchmarks (no OpenMP, no lean patches)."""
+    full, baseline = run_installer("--print-config"), run_installer("--print-config", "--baseline")
+    assert full.returncode == 0 and baseline.returncode == 0, full.stderr + baseline.stderr
+    assert "mode: cpu (baseline)" in baseline.stdout and "-DUSE_OPENMP=ON" not in baseline.stdout
+    baseline_patches = "0001-protobuf-one-argument-bytes-limit.patch 0002-numpy2-scikit-image-io.patch"
+    assert f"patches: {baseline_patches}\n" in baseline.stdout
+    assert "-DUSE_OPENMP=ON" in full.stdout and "0004-shared-col-workspace.patch" in full.stdout
+    keys = {run_installer("--print-key", *extra).stdout.strip() for extra in ((), ("--baseline",))}
+    assert len(keys) == 2
+
+    copy = tmp_path / "tools"  # a change to a patch outside the baseline leaves the baseline's key as it is
+    shutil.copytree(REPO / "tools", copy)
+    lean = copy / "caffe-patches" / "0005-share-test-blobs.patch"
+    lean.write_text(lean.read_text() + "\n")
+    changed = run_installer("--print-key", "--baseline", installer=copy / "install_caffe.sh")
+    assert changed.stdout.strip() in keys and changed.stdout.strip() != run_installer("--print-key").stdout.strip()
+
+
 def test_a_second_run_reuses_the_cached_build():
     key = run_installer("--print-key").stdout.strip()
     marker = cache_root() / "caffe" / key / ".complete"

@@ -64,7 +64,8 @@ def expected_shapes(height, width, batch=1):
 @pytest.mark.parametrize("variant", list(netgen.VARIANTS))
 def test_deploy_shapes_and_forward_backward(caffe, tmp_path, variant):
     for height, width in ((256, 256), (250, 330)):
-        net_param = netgen.build_deploy(variant, height=height, width=width)
+        # read intermediate blobs below: without shared storage (tests/test_caffe_lean.py checks it)
+        net_param = netgen.build_deploy(variant, height=height, width=width, share_blobs=False)
         net_param.force_backward = True  # a deploy net has no loss to pull gradients
         net = load(caffe, tmp_path, net_param, caffe.TEST)
         assert out_shapes(net) == expected_shapes(height, width)

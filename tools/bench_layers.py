@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mrfnet.caffe_env import caffe_prefix, import_caffe
+from mrfnet.caffe_env import caffe_prefix, env_for_build, import_caffe
 from mrfnet.timing import write_deploy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,14 +77,11 @@ def profile(variant: str, height: int, width: int, batch: int, repeats: int) -> 
 
 def run_build(prefix: Path | None, args: argparse.Namespace) -> dict[str, Any]:
     """Profile in a child process whose pycaffe comes from ``prefix`` (None: this Python's)."""
-    paths = [str(REPO)]
-    if prefix is not None:
-        site = prefix / "lib" / "python3" / "dist-packages"
-        if not (site / "caffe").is_dir():
-            raise SystemExit(f"{prefix} holds no pycaffe (no {site / 'caffe'}): "
-                             "pass a prefix of tools/install_caffe.sh")
-        paths.insert(0, str(site))  # ahead of the .pth tools/install_caffe.sh wrote for this Python
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [*paths, os.environ.get("PYTHONPATH")]))}
+    try:
+        env = env_for_build(prefix)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO)]))
     command = [sys.executable, __file__, "--child", "--variant", args.variant, "--size", args.size,
                "--batch", str(args.batch), "--repeats", str(args.repeats)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)

@@ -3,12 +3,15 @@
 # importable from one Python environment.
 #
 # Usage: tools/install_caffe.sh --python PATH [--jobs N] [--force-build] [--print-key] [--fetch-only]
-#                               [--print-config] [--gpu [--cuda-arch LIST] [--cuda-home DIR]]
+#                               [--print-config] [--baseline] [--gpu [--cuda-arch LIST] [--cuda-home DIR]]
 #   --force-build   build even if the cache or the environment already has a Caffe
 #   --print-key     print the cache key of this configuration and exit
 #   --fetch-only    download and verify the source package into the cache (for offline builds) and exit
 #   --print-config  print the resolved configuration (key, patches, CMake options; with --gpu the CUDA
 #                   toolkit, architectures and libraries) and exit without building (also --dry-run)
+#   --baseline      build BVLC Caffe with only the patches it needs to build and run here (BASELINE_PATCHES
+#                   below; no OpenMP), under its own key, for benchmarks that compare it side by side with
+#                   the project's build: it is not linked into the environment; its prefix is printed
 #   --gpu           build for CUDA (cuDNN off, NCCL on) with tools/caffe-patches/gpu/ too; see tools/gpu_build.py
 #   --cuda-arch L   GPU architectures, e.g. "75 80 86 89 90" (default: the machine's GPUs from
 #                   nvidia-smi, else sm_75..sm_90)
@@ -34,6 +37,9 @@ readonly RECIPE_VERSION=2   # bump when a build step changes in a way the key ca
 readonly SOURCE_PACKAGE=caffe
 readonly SOURCE_SUITE=bullseye
 SOURCE_VERSION=${MRFNET_CAFFE_SOURCE:-1.0.0+git20180821.99bd997-8}
+# The patches without which BVLC Caffe does not build or run here (--baseline); the others make it lean
+# and fast, and are what the benchmarks measure against this baseline.
+readonly BASELINE_PATCHES=(0001-protobuf-one-argument-bytes-limit.patch 0002-numpy2-scikit-image-io.patch)
 readonly BUILD_PACKAGES=(cmake g++ make patch xz-utils ca-certificates
   libboost-system-dev libboost-thread-dev libboost-filesystem-dev libboost-python-dev
   libgoogle-glog-dev libgflags-dev libprotobuf-dev protobuf-compiler
@@ -49,6 +55,7 @@ force_build=0
 print_key=0
 fetch_only=0
 print_config=0
+baseline=0
 gpu=0
 cuda_arch=""
 cuda_home=""
@@ -66,6 +73,7 @@ while [ $# -gt 0 ]; do
     --print-key) print_key=1; shift ;;
     --fetch-only) fetch_only=1; shift ;;
     --print-config|--dry-run) print_config=1; shift ;;
+    --baseline) baseline=1; shift ;;
     --gpu) gpu=1; shift ;;
     --cuda-arch) cuda_arch=${2:?--cuda-arch needs a list such as \"75 80 86 89 90\"}; shift 2 ;;
     --cuda-home) cuda_home=${2:?--cuda-home needs a folder}; shift 2 ;;
@@ -128,6 +136,8 @@ cmake_options() {
   ver=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
   if [ "$gpu" = 1 ]; then
     gpu_helper cmake-options "$view"
+  elif [ "$baseline" = 1 ]; then
+    printf '%s\n' -DCPU_ONLY=ON
   else
     # OpenMP for the CPU layers that tools/caffe-patches/0003-openmp-cpu-layers.patch threads
     printf '%s\n' -DCPU_ONLY=ON -DUSE_OPENMP=ON
@@ -148,10 +158,30 @@ gpu_helper() {
   "$python" "$here/gpu_build.py" "${args[@]}"
 }
 
+# The project's patches of this build (all, or with --baseline BASELINE_PATCHES), in name order.
+project_patches() {
+  if [ "$baseline" = 1 ]; then
+    local name
+    cpu_patches=()
+    for name in "${BASELINE_PATCHES[@]}"; do cpu_patches+=("$patch_dir/$name"); done
+  else
+    cpu_patches=("$patch_dir"/*.patch)
+  fi
+}
+
 # The patches of this build, in the order they apply: the project's, then with --gpu the GPU ones.
 build_patches() {
-  patches=("$patch_dir"/*.patch)
+  local cpu_patches
+  project_patches
+  patches=("${cpu_patches[@]}")
   if [ "$gpu" = 1 ]; then patches+=("$gpu_patch_dir"/*.patch); fi
+}
+
+patch_names() {
+  local cpu_patches p names=()
+  project_patches
+  for p in "${cpu_patches[@]}"; do names+=("$(basename "$p")"); done
+  echo "${names[*]}"
 }
 
 cache_key() {
@@ -159,11 +189,12 @@ cache_key() {
     echo "recipe=$RECIPE_VERSION source=$SOURCE_PACKAGE/$SOURCE_VERSION"
     echo "abi=$(python_abi)"
     cmake_options | grep -v -e '-DPYTHON_EXECUTABLE=' -e '-DPYTHON_INCLUDE_DIR=' -e '-DPYTHON_LIBRARY='
-    for p in "$patch_dir"/*.patch; do sha256sum "$p" | cut -d' ' -f1; done
+    local cpu_patches p
+    project_patches
+    for p in "${cpu_patches[@]}"; do sha256sum "$p" | cut -d' ' -f1; done
     if [ "$gpu" = 1 ]; then
       echo "mode=gpu"
       gpu_helper key
-      local p
       for p in "$gpu_patch_dir"/*.patch; do sha256sum "$p" | cut -d' ' -f1; done
     fi
   } | sha256sum | cut -c1-16
@@ -267,7 +298,7 @@ write_build_info() {
     echo "source: $SOURCE_PACKAGE $SOURCE_VERSION (Debian $SOURCE_SUITE) + debian/patches/series"
     echo "key: $key"
     echo "built: $(date -u +%FT%TZ)"
-    echo "patches: $(cd "$patch_dir" && echo *.patch)"
+    echo "patches: $(patch_names)"
     echo "cmake: $(cmake_options "$view" | tr '\n' ' ')"
     if [ "$gpu" = 1 ]; then
       echo "gpu patches: $(cd "$gpu_patch_dir" && echo *.patch)"
@@ -309,11 +340,11 @@ check_import() {
 print_config() {
   local key=$1 prefix=$2 state="not built"
   [ -f "$prefix/.complete" ] && state="cached"
-  echo "mode: $([ "$gpu" = 1 ] && echo gpu || echo cpu)"
+  echo "mode: $([ "$gpu" = 1 ] && echo gpu || echo cpu)$([ "$baseline" = 1 ] && echo " (baseline)")"
   echo "key: $key"
   echo "prefix: $prefix ($state)"
   echo "source: $SOURCE_PACKAGE $SOURCE_VERSION (Debian $SOURCE_SUITE) + debian/patches/series"
-  echo "patches: $(cd "$patch_dir" && echo *.patch)"
+  echo "patches: $(patch_names)"
   if [ "$gpu" = 1 ]; then
     echo "gpu patches: $(cd "$gpu_patch_dir" && echo *.patch)"
     gpu_helper describe
@@ -335,8 +366,8 @@ main() {
   if [ "$print_config" = 1 ]; then print_config "$key" "$prefix"; return; fi
   if [ "$fetch_only" = 1 ]; then fetch_source "$cache_root/sources/${SOURCE_PACKAGE}_${SOURCE_VERSION}"; return; fi
 
-  local existing
-  existing=$(importable_caffe)
+  local existing=""
+  [ "$baseline" = 1 ] || existing=$(importable_caffe)
   if [ -n "$existing" ] && [ "${existing#"$cache_root"/caffe/}" = "$existing" ] && [ "$force_build" = 0 ]; then
     say "using the Caffe already importable from $python: $existing"
     return
@@ -358,6 +389,13 @@ main() {
     rm -rf "$tree"
     write_build_info "$prefix/build-info.txt" "$key" "$prefix/cuda"
     touch "$prefix/.complete"
+  fi
+  if [ "$baseline" = 1 ]; then
+    PYTHONPATH="$prefix/lib/python3/dist-packages" "$python" -c 'import caffe' \
+      || die "the baseline Caffe does not import from $python"
+    say "baseline Caffe ready (not linked into the environment): $prefix"
+    echo "$prefix"
+    return
   fi
   link_into_env "$prefix"
   check_import
