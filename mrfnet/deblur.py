@@ -112,6 +112,9 @@ def deblur_file(model: Model, source: Path, target: Path, **options: Any) -> tup
     """Deblur one image file into a PNG; returns its (height, width)."""
     image = read_image(source)
     output = model.deblur(image.bgr, **options)
+    if output.min() == output.max() and image.bgr.min() != image.bgr.max():
+        log.warning("%s: the output is one flat colour (%d) though the input is not: the model is degenerate",
+                    target, int(output.flat[0]))
     if not target.parent.exists():
         log.info("creating output folder %s", target.parent)
     write_png(target, restore_form(output, image))

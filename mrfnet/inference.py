@@ -46,6 +46,10 @@ class WeightsMismatch(ValueError):
     """A caffemodel whose layers or blob shapes do not fit the deploy net."""
 
 
+class NonFiniteWeights(WeightsMismatch):
+    """A caffemodel with NaN or infinite parameters: a diverged run's weights, which deblur to garbage."""
+
+
 def caffe_pb2() -> Any:
     """Caffe's protobuf module (importing it needs pycaffe)."""
     import_caffe()
@@ -107,6 +111,28 @@ def caffemodel_shapes(model: Any) -> dict[str, list[tuple[int, ...]]]:
     return shapes
 
 
+def nonfinite_values(model: Any) -> dict[str, int]:
+    """Layer name -> how many of its stored parameters are NaN or infinite (layers without any left out)."""
+    found = {}
+    for layer in list(model.layer) + list(model.layers):
+        bad = sum(int(np.count_nonzero(~np.isfinite(np.asarray(blob.double_data or blob.data, dtype=np.float64))))
+                  for blob in layer.blobs)
+        if bad:
+            found[layer.name] = bad
+    return found
+
+
+def check_finite(model: Any, weights: str | Path) -> None:
+    """Refuse ``model`` (read from ``weights``) if any parameter is NaN or infinite."""
+    bad = nonfinite_values(model)
+    if bad:
+        names = ", ".join(f"{name} ({count})" for name, count in list(bad.items())[:6])
+        raise NonFiniteWeights(f"caffemodel {weights} holds {sum(bad.values())} non-finite (NaN or infinite) "
+                               f"parameters in {len(bad)} layer(s): {names}{', ...' if len(bad) > 6 else ''}; "
+                               "the run that wrote it diverged: use an earlier snapshot or retrain with a lower "
+                               "--base-lr")
+
+
 def _same_shape(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
     """Caffe's Blob::ShapeEquals: legacy 4-D shapes compare after dropping leading 1s."""
     def strip(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -120,7 +146,8 @@ def _same_shape(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 
 def check_weights(weights: str | Path, expected: dict[str, list[tuple[int, ...]]], *,
                   deploy: str | Path = "the deploy net") -> int:
-    """Refuse a caffemodel that Caffe would abort on, or that leaves layers of the net untrained.
+    """Refuse a caffemodel that Caffe would abort on, that leaves layers of the net untrained, or whose
+    parameters are not all finite (:class:`NonFiniteWeights`).
 
     ``expected`` maps each layer with parameters to its blob shapes, as Caffe built the net.
     Returns the number of parameters loaded.
@@ -156,6 +183,7 @@ def check_weights(weights: str | Path, expected: dict[str, list[tuple[int, ...]]
                 raise WeightsMismatch(f"caffemodel {weights}: layer {name} stores {_blob_values(blob)} values "
                                       f"for a blob of shape {shape} ({count}); the file is corrupt")
             total += count
+    check_finite(model, weights)
     return total
 
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from mrfnet.argtypes import fraction, non_negative_int, positive_float, positive_int
 from mrfnet.caffe_env import CaffeError, glog_failure, import_caffe, run_isolated
+from mrfnet.inference import nonfinite_values, read_caffemodel
 from mrfnet.solve import SolveJob, solve
 from mrfnet.solver import HALVE_EVERY_EPOCHS, Schedule, write_solver
 from mrfnet.validation import BEST_MODEL, BEST_RECORD, check_val_every, write_json_atomic
@@ -325,7 +326,7 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     seconds = time.monotonic() - began
-    snapshot = _latest_caffemodel(run_dir)
+    snapshot = _latest_caffemodel(run_dir, finite_only=outcome is not None and outcome[0] == "nonfinite")
     if outcome is None and stop_signals and all(p.exitcode == -signal.SIGTERM for p in processes):
         # stopped before the solver could take over its signals (while it was still starting up)
         log.info("stopped before the first iteration; latest snapshot %s", snapshot)
@@ -343,8 +344,17 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
     return TrainResult(status=kind, iteration=info["iteration"], snapshot=snapshot, seconds=seconds)
 
 
-def _latest_caffemodel(run_dir: Path) -> Path | None:
-    return max((run_dir / SNAPSHOT_DIR).glob("*_iter_*.caffemodel"), key=_iteration_of, default=None)
+def _latest_caffemodel(run_dir: Path, *, finite_only: bool = False) -> Path | None:
+    """The run's newest snapshot; with ``finite_only`` the newest whose parameters are all finite (a diverging
+    run can write NaN weights before its loss shows it), naming those it passed over."""
+    snapshots = sorted((run_dir / SNAPSHOT_DIR).glob("*_iter_*.caffemodel"), key=_iteration_of, reverse=True)
+    if not finite_only:
+        return snapshots[0] if snapshots else None
+    for snapshot in snapshots:
+        if not nonfinite_values(read_caffemodel(snapshot)):
+            return snapshot
+        log.warning("snapshot %s holds non-finite parameters: not a good snapshot", snapshot)
+    return None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -174,3 +174,29 @@ def test_without_model_the_main_jobs_mrfnet_is_used_or_the_command_to_make_it_na
     shutil.copytree(run_dir, main_job_model())  # where `mrfnet reproduce` leaves its headline run
     assert cli.main(["deblur", str(image), str(tmp_path / "out.png")]) == 0
     assert cv2.imread(str(tmp_path / "out.png")).shape == (40, 48, 3)
+
+
+def test_non_finite_weights_are_refused_by_deblur_and_score(caffe, tmp_path, caplog):
+    """A diverged run's weights deblur to a black image: refused with the layers named, nothing written."""
+    from mrfnet.inference import NonFiniteWeights, check_weights, read_caffemodel
+
+    deploy = write_deploy(tmp_path / "net")
+    net = caffe.Net(str(deploy), caffe.TEST)
+    first = next(iter(net.params))
+    net.params[first][0].data.flat[:5] = np.nan
+    net.params[first][0].data.flat[5] = np.inf
+    poisoned = tmp_path / "poisoned.caffemodel"
+    net.save(str(poisoned))
+    shapes = {name: [tuple(b.data.shape) for b in blobs] for name, blobs in net.params.items()}
+    with pytest.raises(NonFiniteWeights, match=rf"6 non-finite .* {first} \(6\)"):
+        check_weights(poisoned, shapes)
+    assert read_caffemodel(poisoned)  # it parses: only the values are bad
+    image = tmp_path / "in.png"
+    cv2.imwrite(str(image), smooth_image(np.random.default_rng(0), 32, 32))
+    out = tmp_path / "out.png"
+    assert cli.main(["deblur", str(image), str(out), "--model", str(poisoned), "--deploy", str(deploy)]) == 1
+    assert "non-finite" in caplog.text and not out.exists()
+    caplog.clear()
+    assert cli.main(["score", str(poisoned), "--deploy", str(deploy), "--blur-dir", str(tmp_path),
+                     "--sharp-dir", str(tmp_path), "--out", str(tmp_path / "score")]) == 1
+    assert "non-finite" in caplog.text

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from data_prep.records import encode_pair
+from mrfnet.inference import nonfinite_values, read_caffemodel
 from mrfnet.train import TrainingError, TrainOptions, loss_schedule, prepare_run, train
 
 SIDE = 24
@@ -124,6 +125,9 @@ def test_a_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_snapshot(
     assert "last good snapshot" in str(info.value)
     snapshots = list((run_dir / "snapshots").glob("*.caffemodel"))
     assert snapshots, "the snapshots taken before the loss blew up are kept"
+    named = str(info.value).split("last good snapshot: ")[1].split(". ")[0]
+    if named != "none yet":  # the weights can turn NaN a step before the loss does: never name such a snapshot
+        assert not nonfinite_values(read_caffemodel(named)), named
 
 
 def test_sigint_snapshots_and_exits_130(dataset, tmp_path):
