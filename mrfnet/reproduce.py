@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mrfnet import report
-from mrfnet.train import SNAPSHOT_DIR, TrainOptions, latest_solverstate, prepare_run, train
+from mrfnet.train import SNAPSHOT_DIR, TrainOptions, prepare_run, train
 from mrfnet.validation import BEST_RECORD
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def train_run(work_dir: Path, name: str, spec: RunSpec, budget: Budget, records:
         log.info("%s: the run folder holds a run of another plan: training it again", name)
         shutil.rmtree(run_dir)
     if run_dir.exists():
-        log.info("%s: resuming from %s", name, latest_solverstate(run_dir) or "the start")
+        log.info("%s: resuming from its newest snapshot that verifies", name)
         result = train(run_dir, resume=True)
     else:
         result = train(prepare_run(options, ["mrfnet", "reproduce"]))

@@ -23,11 +23,12 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from mrfnet.argtypes import fraction, non_negative_int, positive_float, positive_int
 from mrfnet.caffe_env import CaffeError, glog_failure, import_caffe, run_isolated
-from mrfnet.inference import nonfinite_values, read_caffemodel
+from mrfnet.inference import check_weights, inspect_deploy, nonfinite_values, read_caffemodel
 from mrfnet.solve import SolveJob, solve
 from mrfnet.solver import HALVE_EVERY_EPOCHS, Schedule, write_solver
 from mrfnet.validation import BEST_MODEL, BEST_RECORD, check_val_every, write_json_atomic
@@ -106,10 +107,47 @@ def loss_schedule(name: str, max_iter: int, scales: int = 4) -> list[tuple[int, 
     return sorted(schedule)
 
 
-def latest_solverstate(run_dir: Path) -> Path | None:
-    """The .solverstate with the highest iteration number in the run's snapshot folder."""
-    states = list((run_dir / SNAPSHOT_DIR).glob("*_iter_*.solverstate"))
-    return max(states, key=_iteration_of, default=None)
+def _snapshot_problem(state_path: Path, param_shapes: dict[str, list[tuple[int, ...]]]) -> str | None:
+    """Why the solverstate and its caffemodel cannot be resumed from (Caffe would abort), or None."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf.message import DecodeError
+
+    state = caffe_pb2.SolverState()
+    try:
+        state.ParseFromString(state_path.read_bytes())
+    except DecodeError as exc:
+        return f"the solverstate cannot be parsed ({exc}): truncated or damaged"
+    if not state.history:
+        return "the solverstate holds no solver history"
+    if any(not np.isfinite(np.asarray(blob.data, dtype=np.float64)).all() for blob in state.history):
+        return "the solverstate's history holds non-finite values"
+    model = Path(state.learned_net)
+    if not model.is_file():
+        return f"its caffemodel {model} does not exist"
+    try:
+        check_weights(model, param_shapes, deploy=state_path.parents[1] / "deploy.prototxt")
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def resumable_solverstate(run_dir: Path) -> Path | None:
+    """The newest solverstate whose pair (solverstate + caffemodel) parses, fits the run's net and is finite.
+
+    Newer ones that fail are skipped with a warning naming why: a run resumes from its newest good snapshot
+    instead of aborting in Caffe on a damaged one.
+    """
+    states = sorted((run_dir / SNAPSHOT_DIR).glob("*_iter_*.solverstate"), key=_iteration_of, reverse=True)
+    if not states:
+        return None
+    param_shapes = inspect_deploy(run_dir / "deploy.prototxt").param_shapes
+    for state in states:
+        problem = _snapshot_problem(state, param_shapes)
+        if problem is None:
+            return state
+        log.warning("skipping snapshot %s: %s", state.name, problem)
+    raise TrainingError(f"no snapshot in {run_dir / SNAPSHOT_DIR} can be resumed from (each is named above with "
+                        "why); remove the run folder to train again from the start")
 
 
 def _iteration_of(path: Path) -> int:
@@ -203,7 +241,7 @@ class _ProgressLog:
 
     def __init__(self, run_dir: Path, start: int, total: int, batch_size: int, validate: bool) -> None:
         path = run_dir / "progress.csv"
-        new = not path.exists()
+        new = not path.exists() or not self._keep_rows_up_to(path, start)
         self._run_dir = run_dir
         self._file = path.open("a", newline="")
         self._writer = csv.writer(self._file)
@@ -213,6 +251,21 @@ class _ProgressLog:
         self._bar = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True, desc="train")
         self._last = (time.monotonic(), start)
         self._val_note = ""
+
+    @staticmethod
+    def _keep_rows_up_to(path: Path, start: int) -> bool:
+        """Cut progress.csv back to its header and the rows up to ``start``, where a resumed run carries on
+        (the rows after it are written again); False when it has no header (removed: it starts anew)."""
+        lines = [line for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
+        if not lines or not lines[0].startswith("iteration,"):
+            log.warning("%s has no header: writing it anew", path)
+            path.unlink()
+            return False
+        rows = [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= start]
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(lines[0] + "".join(rows))
+        partial.replace(path)
+        return True
 
     def update(self, info: dict[str, Any]) -> None:
         losses = info["losses"]
@@ -252,7 +305,7 @@ def train(run_dir: Path, *, resume: bool = False) -> TrainResult:
     from google.protobuf import text_format
 
     solver_param = text_format.Parse((run_dir / "solver.prototxt").read_text(), caffe_pb2.SolverParameter())
-    restore = latest_solverstate(run_dir) if resume else None
+    restore = resumable_solverstate(run_dir) if resume else None
     if resume and restore is None:
         log.warning("no solverstate in %s yet: starting from iteration 0", run_dir / SNAPSHOT_DIR)
     start = _iteration_of(restore) if restore else 0

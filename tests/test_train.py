@@ -188,6 +188,31 @@ def test_refusals(dataset, tmp_path):
     assert not (tmp_path / "run5").exists()
 
 
+def test_resume_skips_a_damaged_or_poisoned_newest_snapshot(caffe, dataset, tmp_path, caplog):
+    """The newest pair is verified (parses, fits the net, finite); a failing one is skipped, named, and kept."""
+    from caffe.proto import caffe_pb2
+
+    run_dir = prepare_run(_options(dataset, tmp_path / "run", iterations=8, snapshot_every=4), ["test"])
+    train(run_dir)
+    snapshots = run_dir / "snapshots"
+    assert not list(snapshots.glob("*.partial")), "Caffe writes each snapshot whole, then renames it into place"
+    state = snapshots / "lwrefinenet_iter_8.solverstate"
+    state.write_bytes(state.read_bytes()[:5000])  # what a kill mid-write left before patch 0006
+    result = train(run_dir, resume=True)
+    assert result.iteration == 8 and "skipping snapshot lwrefinenet_iter_8.solverstate" in caplog.text
+    assert "truncated" in caplog.text
+    assert [int(r["iteration"]) for r in _progress(run_dir)] == list(range(1, 9)), "rows 5-8 written once"
+
+    model = snapshots / "lwrefinenet_iter_8.caffemodel"  # Caffe wrote the pair again; now poison its weights
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString(model.read_bytes())
+    next(layer for layer in net.layer if layer.blobs).blobs[0].data[0] = float("nan")
+    model.write_bytes(net.SerializeToString())
+    caplog.clear()
+    assert train(run_dir, resume=True).iteration == 8
+    assert "skipping snapshot lwrefinenet_iter_8.solverstate" in caplog.text and "non-finite" in caplog.text
+
+
 def test_resume_and_weights_are_exclusive(dataset, tmp_path):
     from mrfnet.cli import main
 
