@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import re
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from mrfnet.argtypes import fraction, non_negative_int, positive_float, positive_int
 from mrfnet.caffe_env import CaffeError, glog_failure, import_caffe, run_isolated
-from mrfnet.inference import check_weights, inspect_deploy, nonfinite_values, read_caffemodel
+from mrfnet.inference import check_finite, check_weights, inspect_deploy, nonfinite_values, read_caffemodel
 from mrfnet.solve import SolveJob, solve
 from mrfnet.solver import HALVE_EVERY_EPOCHS, Schedule, write_solver
 from mrfnet.validation import BEST_MODEL, BEST_RECORD, check_val_every, write_json_atomic
@@ -194,8 +195,10 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
     train_lmdb, val_lmdb = data / "train_lmdb", data / "val_lmdb"
     if not train_lmdb.is_dir():
         raise FileNotFoundError(f"no training LMDB at {train_lmdb} (build one with `mrfnet data-prep`)")
-    if options.weights and not Path(options.weights).is_file():
-        raise FileNotFoundError(f"--weights {options.weights} does not exist")
+    if options.weights:
+        if not Path(options.weights).is_file():
+            raise FileNotFoundError(f"--weights {options.weights} does not exist")
+        check_finite(read_caffemodel(options.weights), options.weights)  # truncated or diverged: refused here
     if not 0 <= options.edge_alpha_at <= 1:
         raise ValueError(f"--edge-alpha-at is a fraction of the run in [0, 1], got {options.edge_alpha_at}")
     loss_schedule(options.loss_schedule, 1)  # reject a malformed schedule before any work
@@ -207,22 +210,31 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
                          "--patch-size")
     schedule = _schedule(options, count_records(train_lmdb))
 
-    run_dir.mkdir(parents=True)
-    (run_dir / SNAPSHOT_DIR).mkdir()
-    (run_dir / "options.json").write_text(json.dumps(asdict(options), indent=2) + "\n")
-    (run_dir / "command.txt").write_text(shlex.join(argv) + "\n")
-    net = build_train_val(options.variant, train_source=str(train_lmdb.resolve()),
-                          val_source=str(val_lmdb.resolve()), batch_size=schedule.batch_per_gpu,
-                          crop_size=options.crop_size, loss=options.loss,
-                          edge=EdgeOptions() if options.edge else None)
-    (run_dir / "train_val.prototxt").write_text(str(net))
-    (run_dir / "deploy.prototxt").write_text(
-        str(build_deploy(options.variant, height=options.crop_size, width=options.crop_size)))
-    val_records = count_records(val_lmdb) if val_lmdb.is_dir() else 0
-    schedule = Schedule(**{**asdict(schedule), "val_records": val_records})
-    write_solver(run_dir / "solver.prototxt", schedule, net=str((run_dir / "train_val.prototxt").resolve()),
-                 snapshot_prefix=str((run_dir / SNAPSHOT_DIR / options.variant).resolve()),
-                 base_lr=options.base_lr, seed=options.seed, gpu=bool(options.gpus))
+    # Everything is written into a hidden sibling first and renamed into place at the end, so a failure
+    # part-way leaves no half-made run folder (the generated files name the final folder).
+    partial = run_dir.parent / f".{run_dir.name}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    (partial / SNAPSHOT_DIR).mkdir(parents=True)
+    try:
+        (partial / "options.json").write_text(json.dumps(asdict(options), indent=2) + "\n")
+        (partial / "command.txt").write_text(shlex.join(argv) + "\n")
+        net = build_train_val(options.variant, train_source=str(train_lmdb.resolve()),
+                              val_source=str(val_lmdb.resolve()), batch_size=schedule.batch_per_gpu,
+                              crop_size=options.crop_size, loss=options.loss,
+                              edge=EdgeOptions() if options.edge else None)
+        (partial / "train_val.prototxt").write_text(str(net))
+        (partial / "deploy.prototxt").write_text(
+            str(build_deploy(options.variant, height=options.crop_size, width=options.crop_size)))
+        val_records = count_records(val_lmdb) if val_lmdb.is_dir() else 0
+        schedule = Schedule(**{**asdict(schedule), "val_records": val_records})
+        write_solver(partial / "solver.prototxt", schedule, net=str((run_dir / "train_val.prototxt").resolve()),
+                     snapshot_prefix=str((run_dir / SNAPSHOT_DIR / options.variant).resolve()),
+                     base_lr=options.base_lr, seed=options.seed, gpu=bool(options.gpus))
+        partial.rename(run_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     log.info("run %s: %d records, batch %d (%d per GPU x %d), %d iterations/epoch, max_iter %d",
              run_dir, schedule.records, schedule.batch_size, schedule.batch_per_gpu, schedule.gpus,
              schedule.iterations_per_epoch, schedule.max_iter)
@@ -304,6 +316,9 @@ def train(run_dir: Path, *, resume: bool = False) -> TrainResult:
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
 
+    if not (run_dir / "solver.prototxt").is_file():
+        raise FileNotFoundError(f"{run_dir} was not fully created (no solver.prototxt): remove it and start the run "
+                                "again without --resume")
     solver_param = text_format.Parse((run_dir / "solver.prototxt").read_text(), caffe_pb2.SolverParameter())
     restore = resumable_solverstate(run_dir) if resume else None
     if resume and restore is None:
@@ -427,10 +442,22 @@ def run(args: argparse.Namespace) -> int:
         run_dir = prepare_run(options, ["mrfnet", *sys.argv[1:]])
     try:
         result = train(run_dir, resume=args.resume)
-    except TrainingError as exc:
+    except (TrainingError, CaffeError) as exc:
+        if not args.resume and _nothing_trained(run_dir):
+            shutil.rmtree(run_dir)
+            exc.args = (f"{exc}\n(the new run folder {run_dir} was removed again: nothing had been trained)",)
+        if isinstance(exc, CaffeError):
+            raise
         log.error("%s", exc)
         return 1
     return 130 if result.status == "stopped" else 0
+
+
+def _nothing_trained(run_dir: Path) -> bool:
+    """No snapshot written and no iteration recorded: a run that failed at its start."""
+    progress = run_dir / "progress.csv"
+    return (not any((run_dir / SNAPSHOT_DIR).glob("*_iter_*"))
+            and (not progress.is_file() or len(progress.read_text().splitlines()) <= 1))
 
 
 def _gpu_list(text: str) -> list[int]:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -211,6 +212,32 @@ def test_resume_skips_a_damaged_or_poisoned_newest_snapshot(caffe, dataset, tmp_
     caplog.clear()
     assert train(run_dir, resume=True).iteration == 8
     assert "skipping snapshot lwrefinenet_iter_8.solverstate" in caplog.text and "non-finite" in caplog.text
+
+
+def test_a_failed_start_leaves_no_run_folder(caffe, dataset, tmp_path, caplog):
+    """Refused before the folder exists (a truncated --weights), or removed again after a Caffe abort at set-up."""
+    from mrfnet.cli import main
+    from netgen import build_deploy
+
+    base = ["train", "--data", str(dataset), "--variant", "lwrefinenet", "--batch-size", "2", "--crop-size",
+            str(CROP), "--iterations", "2"]
+    other = tmp_path / "refinenet_deploy.prototxt"  # weights of another variant: Caffe aborts copying them in
+    other.write_text(str(build_deploy("refinenet", height=16, width=16)))
+    wrong = tmp_path / "refinenet.caffemodel"
+    caffe.Net(str(other), caffe.TEST).save(str(wrong))
+    truncated = tmp_path / "truncated.caffemodel"
+    truncated.write_bytes(wrong.read_bytes()[:1000])
+    for weights, message in ((truncated, "truncated"), (wrong, "was removed again: nothing had been trained")):
+        caplog.clear()
+        run_dir = tmp_path / f"run-{weights.stem}"
+        assert main([*base, "--run-dir", str(run_dir), "--weights", str(weights)]) == 1
+        assert message in caplog.text
+        assert not run_dir.exists() and not list(tmp_path.glob(".*.partial"))
+    half = tmp_path / "half"  # a folder an older version left half-made
+    half.mkdir()
+    (half / "options.json").write_text(json.dumps(asdict(_options(dataset, half))))
+    assert main(["train", "--run-dir", str(half), "--resume"]) == 1
+    assert "not fully created" in caplog.text
 
 
 def test_resume_and_weights_are_exclusive(dataset, tmp_path):
