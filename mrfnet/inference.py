@@ -79,15 +79,15 @@ def read_prototxt(path: str | Path) -> Any:
 
 
 def read_caffemodel(path: str | Path) -> Any:
-    """The NetParameter of a binary caffemodel; ValueError if protobuf cannot parse it."""
+    """The NetParameter of a binary caffemodel; :class:`WeightsMismatch` if protobuf cannot parse it."""
     path = _require_file(path, "caffemodel")
     if path.suffix == ".h5":
-        raise ValueError(f"{path}: HDF5 weights are not supported here, use the binary .caffemodel snapshot")
+        raise WeightsMismatch(f"{path}: HDF5 weights are not supported here, use the binary .caffemodel snapshot")
     model = caffe_pb2().NetParameter()
     try:
         model.ParseFromString(path.read_bytes())
     except message.DecodeError as exc:
-        raise ValueError(f"{path} is not a caffemodel (protobuf cannot parse it: {exc}); "
+        raise WeightsMismatch(f"{path} is not a caffemodel (protobuf cannot parse it: {exc}); "
                          "the file may be truncated or corrupt") from exc
     return model
 

@@ -36,7 +36,15 @@ from tqdm import tqdm
 
 from mrfnet import montage as montage_module
 from mrfnet.argtypes import non_negative_int, positive_float, positive_int
-from mrfnet.inference import DEFAULT_MAX_MEMORY_GB, DEFAULT_OVERLAP, AutoTile, Model, Tile, resolve_tile
+from mrfnet.inference import (
+    DEFAULT_MAX_MEMORY_GB,
+    DEFAULT_OVERLAP,
+    AutoTile,
+    Model,
+    Tile,
+    WeightsMismatch,
+    resolve_tile,
+)
 from mrfnet.metrics import SSIM_VARIANTS, MetricOptions, psnr, ssim
 
 log = logging.getLogger(__name__)
@@ -289,6 +297,7 @@ class ScoreReport:
     baseline: dict[str, float]
     results: list[ModelScore]
     created: str = field(default_factory=lambda: datetime.datetime.now().isoformat(timespec="seconds"))
+    skipped: list[dict[str, str]] = field(default_factory=list)  # snapshots of a run that could not be scored
 
     @property
     def last(self) -> ModelScore:
@@ -431,18 +440,27 @@ def _score(source: ModelSource, test_set: TestSet, *, kind: str, out_dir: str | 
     out = Path(out_dir) if out_dir is not None else None
     scorer = _Scorer(source, test_set, metrics=metrics, tile=tile, overlap=overlap, max_memory_gb=max_memory_gb,
                      limit=limit, gpu=gpu)
-    results = []
+    results, skipped = [], []
     for position, (iteration, weights) in enumerate(source.snapshots):
         last = position == len(source.snapshots) - 1
         folder = out if out is None or kind == "model" else out / f"iter_{iteration}"
-        results.append(scorer.score(iteration, weights, folder, save_images=save_images and last,
-                                    montage=montage and last, montage_limit=montage_limit))
+        try:
+            results.append(scorer.score(iteration, weights, folder, save_images=save_images and last,
+                                        montage=montage and last, montage_limit=montage_limit))
+        except WeightsMismatch as exc:  # unreadable, of another net, or diverged: score the others of a run
+            if kind == "model":
+                raise
+            log.warning("skipping snapshot %s: %s", weights, exc)
+            skipped.append({"caffemodel": str(weights), "reason": str(exc)})
+    if not results:
+        raise ValueError(f"none of the {len(skipped)} snapshots of {source.run_dir} could be scored (each is named "
+                         "above with why)")
     blur_psnr, blur_ssim = scorer.baseline_means()
     default_label = (source.run_dir.name if source.run_dir else Path(source.snapshots[0][1]).stem)
     report = ScoreReport(label=label or default_label, kind=kind, variant=source.variant, deploy=str(source.deploy),
                          test_set=scorer.test_set_info(), metrics=asdict(metrics),
                          tiling=tiling_info(scorer.tile, overlap),
-                         baseline={"psnr": blur_psnr, "ssim": blur_ssim}, results=results)
+                         baseline={"psnr": blur_psnr, "ssim": blur_ssim}, results=results, skipped=skipped)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / SUMMARY).write_text(json.dumps(report.to_json(), indent=2) + "\n")
@@ -593,6 +611,9 @@ def run(args: argparse.Namespace) -> int:
           f"PSNR {report.last.psnr:.3f} dB, SSIM {report.last.ssim:.4f} (blurry input {report.baseline['psnr']:.3f} "
           f"dB, {report.baseline['ssim']:.4f})"
           + (f"; best iteration {best.iteration}: {best.psnr:.3f} dB" if len(report.results) > 1 else ""))
+    if report.skipped:
+        print(f"{len(report.skipped)} snapshot(s) could not be scored: "
+              + ", ".join(Path(entry["caffemodel"]).name for entry in report.skipped) + " (see summary.json)")
     print(f"written to {out}")
     return 0
 

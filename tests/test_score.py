@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -163,6 +164,21 @@ def test_table_compares_score_outputs(lmdb_report, model_files, caffe, test_lmdb
 
 
 # ---------------------------------------------------------------- bad input
+
+
+def test_a_run_with_a_damaged_snapshot_scores_the_others_and_names_it(caffe, test_lmdb, tmp_path, capsys):
+    run = make_run(caffe, tmp_path / "run", iterations=(2, 5, 10))
+    damaged = run / "snapshots" / f"{SMALLEST_VARIANT}_iter_5.caffemodel"
+    damaged.write_bytes(damaged.read_bytes()[:3000])
+    assert cli.main(["score", str(run), "--test-lmdb", str(test_lmdb), "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [r["iteration"] for r in summary["results"]] == [2, 10]
+    assert [Path(s["caffemodel"]).name for s in summary["skipped"]] == [damaged.name]
+    assert "truncated" in summary["skipped"][0]["reason"]
+    assert f"1 snapshot(s) could not be scored: {damaged.name}" in capsys.readouterr().out
+    for snapshot in (run / "snapshots").glob("*.caffemodel"):
+        snapshot.write_bytes(b"junk")
+    assert cli.main(["score", str(run), "--test-lmdb", str(test_lmdb), "--out", str(tmp_path / "none")]) == 1
 
 
 def test_missing_and_corrupt_caffemodels_are_clear_errors(model_files, test_lmdb, tmp_path, caplog):
