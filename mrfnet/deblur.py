@@ -122,14 +122,26 @@ def deblur_file(model: Model, source: Path, target: Path, **options: Any) -> tup
 
 
 def deblur_paths(model: Model, plan: list[tuple[Path, Path]], *, tile: int | str = "auto",
-                 overlap: int = DEFAULT_OVERLAP, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB) -> list[Path]:
-    """Deblur every (input, output) pair of ``plan`` with a progress bar; returns the outputs written."""
+                 overlap: int = DEFAULT_OVERLAP, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB
+                 ) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Deblur every (input, output) pair of ``plan`` with a progress bar.
+
+    Returns the outputs written and the inputs that could not be read (with why): one unreadable image of
+    a folder does not stop the others.
+    """
     side = resolve_tile(model, tile, overlap, max_memory_gb)
-    written = []
+    written, failed = [], []
     for source, target in tqdm(plan, desc="deblur", unit="image", disable=len(plan) < 2):
-        deblur_file(model, source, target, tile=side, overlap=overlap)
+        try:
+            deblur_file(model, source, target, tile=side, overlap=overlap)
+        except ValueError as exc:
+            if len(plan) == 1:
+                raise
+            log.warning("skipping %s: %s", source, exc)
+            failed.append((source, str(exc)))
+            continue
         written.append(target)
-    return written
+    return written, failed
 
 
 def default_model() -> Path:
@@ -152,10 +164,14 @@ def run(args: argparse.Namespace) -> int:
         log.info("model %s%s, deploy %s", weights, f" (iteration {iteration})" if iteration is not None else "",
                  source.deploy)
         model = Model(source.deploy, weights, gpu=args.gpu)
-        written = deblur_paths(model, plan, tile=parse_tile(args.tile), overlap=args.overlap,
-                               max_memory_gb=args.max_memory_gb)
-    print(f"{len(written)} image(s) written" + (f" to {written[0]}" if len(written) == 1 else
-                                                 f" under {Path(args.output)}"))
+        written, failed = deblur_paths(model, plan, tile=parse_tile(args.tile), overlap=args.overlap,
+                                       max_memory_gb=args.max_memory_gb)
+    print(f"{len(written)} of {len(plan)} image(s) written" + (f" to {written[0]}" if len(plan) == 1 else
+                                                               f" under {Path(args.output)}"))
+    if failed:
+        print(f"{len(failed)} could not be read: " + ", ".join(str(source) for source, _ in failed[:5])
+              + (", ..." if len(failed) > 5 else ""))
+        return 1
     return 0
 
 

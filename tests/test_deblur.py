@@ -200,3 +200,15 @@ def test_non_finite_weights_are_refused_by_deblur_and_score(caffe, tmp_path, cap
     assert cli.main(["score", str(poisoned), "--deploy", str(deploy), "--blur-dir", str(tmp_path),
                      "--sharp-dir", str(tmp_path), "--out", str(tmp_path / "score")]) == 1
     assert "non-finite" in caplog.text
+
+
+def test_a_folder_with_an_unreadable_image_deblurs_the_others_and_says_so(run_dir, tmp_path, capsys):
+    source = tmp_path / "in"
+    source.mkdir()
+    cv2.imwrite(str(source / "good.png"), smooth_image(np.random.default_rng(1), 24, 40))
+    (source / "bad.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    assert cli.main(["deblur", str(source), str(out), "--model", str(run_dir)]) == 1
+    assert (out / "good.png").is_file() and not (out / "bad.png").exists()
+    printed = capsys.readouterr().out
+    assert "1 of 2 image(s) written" in printed and "1 could not be read" in printed and "bad.jpg" in printed
