@@ -18,6 +18,7 @@ import shlex
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import wait
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_DIR = "snapshots"
 LOSS_SCHEDULES = ("coarse-to-fine", "uniform", "full-only")
+
+
+DEFAULT_DATA = Path("data/embedded")
 
 
 class TrainingError(RuntimeError):
@@ -122,7 +126,7 @@ def _snapshot_problem(state_path: Path, param_shapes: dict[str, list[tuple[int, 
         return "the solverstate holds no solver history"
     if any(not np.isfinite(np.asarray(blob.data, dtype=np.float64)).all() for blob in state.history):
         return "the solverstate's history holds non-finite values"
-    model = Path(state.learned_net)
+    model = _learned_net(state_path, state.learned_net)
     if not model.is_file():
         return f"its caffemodel {model} does not exist"
     try:
@@ -217,7 +221,8 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
         shutil.rmtree(partial)
     (partial / SNAPSHOT_DIR).mkdir(parents=True)
     try:
-        (partial / "options.json").write_text(json.dumps(asdict(options), indent=2) + "\n")
+        stored = TrainOptions(**{**asdict(options), "data": str(data.resolve())})  # --data on resume overrides it
+        (partial / "options.json").write_text(json.dumps(asdict(stored), indent=2) + "\n")
         (partial / "command.txt").write_text(shlex.join(argv) + "\n")
         net = build_train_val(options.variant, train_source=str(train_lmdb.resolve()),
                               val_source=str(val_lmdb.resolve()), batch_size=schedule.batch_per_gpu,
@@ -228,9 +233,10 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
             str(build_deploy(options.variant, height=options.crop_size, width=options.crop_size)))
         val_records = count_records(val_lmdb) if val_lmdb.is_dir() else 0
         schedule = Schedule(**{**asdict(schedule), "val_records": val_records})
-        write_solver(partial / "solver.prototxt", schedule, net=str((run_dir / "train_val.prototxt").resolve()),
-                     snapshot_prefix=str((run_dir / SNAPSHOT_DIR / options.variant).resolve()),
-                     base_lr=options.base_lr, seed=options.seed, gpu=bool(options.gpus))
+        # paths relative to the run folder, so it can be moved or copied; train() resolves them at each start
+        write_solver(partial / "solver.prototxt", schedule, net="train_val.prototxt",
+                     snapshot_prefix=f"{SNAPSHOT_DIR}/{options.variant}", base_lr=options.base_lr, seed=options.seed,
+                     gpu=bool(options.gpus))
         partial.rename(run_dir)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -308,9 +314,58 @@ class _ProgressLog:
         self._file.close()
 
 
-def train(run_dir: Path, *, resume: bool = False) -> TrainResult:
-    """Solve the run in ``run_dir`` to its max_iter (or until stopped); resume from its last solverstate."""
+def _runtime_files(run_dir: Path, options: TrainOptions, restore: Path | None,
+                   folder: Path) -> tuple[Path, Path | None]:
+    """Solver, train_val and (to resume) solverstate for this start, in ``folder``, with absolute paths.
+
+    The run folder's own files name paths relative to it and the LMDBs of options.json, so the folder can
+    be moved and its data too; a solverstate names its caffemodel by the path it was written at, so a
+    moved folder's one is pointed at where the caffemodel is now.
+    """
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+
+    run_dir = run_dir.resolve()
+    net = text_format.Parse((run_dir / "train_val.prototxt").read_text(), caffe_pb2.NetParameter())
+    data = Path(options.data)
+    for layer in net.layer:
+        if layer.type == "Data":
+            phases = {rule.phase for rule in layer.include}
+            layer.data_param.source = str(data / ("val_lmdb" if caffe_pb2.TEST in phases else "train_lmdb"))
+    (folder / "train_val.prototxt").write_text(str(net))
+    solver = text_format.Parse((run_dir / "solver.prototxt").read_text(), caffe_pb2.SolverParameter())
+    solver.net = str(folder / "train_val.prototxt")
+    solver.snapshot_prefix = str(run_dir / solver.snapshot_prefix)  # an absolute prefix (an older run) stays
+    (folder / "solver.prototxt").write_text(str(solver))
+    if restore is None:
+        return folder / "solver.prototxt", None
+    state = caffe_pb2.SolverState()
+    state.ParseFromString(restore.read_bytes())
+    state.learned_net = str(_learned_net(restore, state.learned_net))
+    (folder / restore.name).write_bytes(state.SerializeToString())
+    return folder / "solver.prototxt", folder / restore.name
+
+
+def _learned_net(state_path: Path, learned_net: str) -> Path:
+    """The caffemodel a solverstate names: where it was written, or beside the solverstate if the folder moved."""
+    named = Path(learned_net)
+    if not named.is_absolute():
+        named = state_path.parents[1] / named
+    beside = state_path.parent / named.name
+    return named if named.is_file() or not beside.is_file() else beside
+
+
+def train(run_dir: Path, *, resume: bool = False, data: Path | None = None) -> TrainResult:
+    """Solve the run in ``run_dir`` to its max_iter (or until stopped); resume from its last solverstate.
+
+    ``data`` (with ``resume``) is where the run's LMDBs are now, if they moved; it is stored in options.json.
+    """
     options = load_options(run_dir)
+    if data is not None:
+        if not (Path(data) / "train_lmdb").is_dir():
+            raise FileNotFoundError(f"no training LMDB at {Path(data) / 'train_lmdb'}")
+        options = TrainOptions(**{**asdict(options), "data": str(Path(data).resolve())})
+        write_json_atomic(run_dir / "options.json", asdict(options))
     _check_gpus(options.gpus)
     import_caffe()
     from caffe.proto import caffe_pb2
@@ -332,19 +387,22 @@ def train(run_dir: Path, *, resume: bool = False) -> TrainResult:
 
         nccl_uid = caffe.NCCL.new_uid()  # the parent owns NCCL's bootstrap root, as in python/train.py
     best = json.loads((run_dir / BEST_RECORD).read_text()) if (restore and (run_dir / BEST_RECORD).is_file()) else None
-    jobs = [SolveJob(solver_path=str(run_dir / "solver.prototxt"), log_path=str(run_dir / "caffe.log"),
-                     loss_schedule=schedule, edge_alpha_from=round(options.edge_alpha_at * solver_param.max_iter),
-                     restore=str(restore) if restore else None,
-                     weights=None if restore else options.weights, gpus=gpus, rank=rank, nccl_uid=nccl_uid,
-                     val_every=options.val_every, val_lmdb=str(Path(options.data) / "val_lmdb"),
-                     val_limit=options.val_limit,
-                     deploy_path=str(run_dir / "deploy.prototxt"),
-                     best_path=str(run_dir / SNAPSHOT_DIR / BEST_MODEL),
-                     best_psnr=best["val_psnr"] if best else None)
-             for rank in range(max(1, len(gpus)))]
-    log.info("training %s from iteration %d to %d on %s", options.variant, start, solver_param.max_iter,
-             f"GPUs {gpus}" if gpus else "the CPU")
-    return _supervise(run_dir, jobs, start, solver_param.max_iter, options.batch_size, bool(options.val_every))
+    here = run_dir.resolve()
+    with tempfile.TemporaryDirectory(prefix="mrfnet-train-") as tmp:
+        solver_path, state_path = _runtime_files(run_dir, options, restore, Path(tmp))
+        jobs = [SolveJob(solver_path=str(solver_path), log_path=str(here / "caffe.log"),
+                         loss_schedule=schedule, edge_alpha_from=round(options.edge_alpha_at * solver_param.max_iter),
+                         restore=str(state_path) if state_path else None,
+                         weights=None if restore else options.weights, gpus=gpus, rank=rank, nccl_uid=nccl_uid,
+                         val_every=options.val_every, val_lmdb=str(Path(options.data) / "val_lmdb"),
+                         val_limit=options.val_limit,
+                         deploy_path=str(here / "deploy.prototxt"),
+                         best_path=str(here / SNAPSHOT_DIR / BEST_MODEL),
+                         best_psnr=best["val_psnr"] if best else None)
+                for rank in range(max(1, len(gpus)))]
+        log.info("training %s from iteration %d to %d on %s", options.variant, start, solver_param.max_iter,
+                 f"GPUs {gpus}" if gpus else "the CPU")
+        return _supervise(run_dir, jobs, start, solver_param.max_iter, options.batch_size, bool(options.val_every))
 
 
 def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, batch_size: int,
@@ -432,7 +490,8 @@ def run(args: argparse.Namespace) -> int:
         run_dir = Path(args.run_dir)
     else:
         options = TrainOptions(
-            variant=args.variant, data=str(args.data), run_dir=str(args.run_dir), batch_size=args.batch_size,
+            variant=args.variant, data=str(args.data or DEFAULT_DATA), run_dir=str(args.run_dir),
+            batch_size=args.batch_size,
             crop_size=args.crop_size, epochs=args.epochs, iterations=args.iterations, base_lr=args.base_lr,
             halve_every_epochs=args.halve_every_epochs, snapshot_every=args.snapshot_every, loss=args.loss,
             loss_schedule=args.loss_schedule, gpus=args.gpus, seed=args.seed,
@@ -441,7 +500,7 @@ def run(args: argparse.Namespace) -> int:
         _check_gpus(options.gpus)  # before the run folder exists, so a refused run leaves nothing behind
         run_dir = prepare_run(options, ["mrfnet", *sys.argv[1:]])
     try:
-        result = train(run_dir, resume=args.resume)
+        result = train(run_dir, resume=args.resume, data=args.data if args.resume else None)
     except (TrainingError, CaffeError) as exc:
         if not args.resume and _nothing_trained(run_dir):
             shutil.rmtree(run_dir)
@@ -473,8 +532,9 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--run-dir", required=True, type=Path, help="the run folder (must not exist unless --resume)")
     parser.add_argument("--resume", action="store_true", help="continue the run folder from its latest solverstate")
     parser.add_argument("--variant", default="mrfnet", choices=list(VARIANTS), help="the network (default: mrfnet)")
-    parser.add_argument("--data", type=Path, default=Path("data/embedded"),
-                        help="data_prep output folder holding train_lmdb (and val_lmdb)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="data_prep output folder holding train_lmdb (and val_lmdb) (default: data/embedded; "
+                             "with --resume: where the run's LMDBs are now, if they moved)")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="total batch over all GPUs (paper: 16)")
     parser.add_argument("--crop-size", type=positive_int, default=256, help="random crop side (paper: 256)")
     parser.add_argument("--epochs", type=positive_float, default=50, help="epochs (paper: 50 GOPRO, 70 VisDrone)")

@@ -330,3 +330,26 @@ def test_a_short_mrfnet_run_learns_below_the_identity(caffe, dataset, tmp_path):
     output = net.forward()["out_r4"]
     identity, trained = np.mean((blur - sharp) ** 2), np.mean((output - sharp) ** 2)
     assert trained < 0.95 * identity, (trained, identity)
+
+
+def test_a_moved_run_folder_resumes_with_its_data_moved_too(dataset, tmp_path):
+    """Paths in a run folder are relative to it; --data on resume says where the LMDBs are now."""
+    import shutil
+
+    from mrfnet.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    run_dir = prepare_run(_options(data, tmp_path / "run", iterations=8, snapshot_every=4), ["test"])
+    assert "/" not in (run_dir / "solver.prototxt").read_text().split('net: "')[1].split('"')[0]
+    stopped = train(run_dir)
+    assert stopped.iteration == 8
+    for state in (run_dir / "snapshots").glob("*_iter_8.*"):
+        state.unlink()  # as if it had stopped at iteration 4
+    moved, moved_data = tmp_path / "elsewhere" / "run", tmp_path / "elsewhere" / "data"
+    moved.parent.mkdir()
+    shutil.move(run_dir, moved)
+    shutil.move(data, moved_data)
+    assert main(["train", "--run-dir", str(moved), "--resume", "--data", str(moved_data)]) == 0
+    assert (moved / "snapshots" / "lwrefinenet_iter_8.caffemodel").is_file() and not run_dir.exists()
+    assert json.loads((moved / "options.json").read_text())["data"] == str(moved_data.resolve())
