@@ -7,10 +7,13 @@ which turns an abort in a child process into a :class:`CaffeError` carrying glog
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import re
 import signal
+import subprocess
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -56,6 +59,25 @@ def env_for_build(prefix: Path | None) -> dict[str, str]:
         raise ValueError(f"{prefix} holds no pycaffe (no {site / 'caffe'}): pass a prefix of tools/install_caffe.sh")
     paths = [str(site), os.environ.get("PYTHONPATH", "")]  # ahead of the .pth install_caffe.sh wrote for this Python
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+
+
+def run_script_with_build(prefix: Path | None, script: str, args: list[str], repo: Path) -> Any:
+    """Run ``script`` with ``args`` in a child whose pycaffe comes from ``prefix`` (None: this Python's) and
+    the project from ``repo``; returns the JSON of its last stdout line. SystemExit with its stderr if it fails.
+
+    The side-by-side benchmarks' one way of running a build.
+    """
+    try:
+        env = env_for_build(prefix)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(repo)]))
+    env.setdefault("GLOG_minloglevel", "2")
+    done = subprocess.run([sys.executable, script, *args], env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{Path(script).name} {' '.join(args)} with {prefix or 'this Python'} failed:\n"
+                         f"{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def build_info(caffe: ModuleType) -> dict[str, str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_caffe_cpu_layers import _conv  # the direct float64 convolution both files check against
 
 from mrfnet.caffe_env import CaffeError, run_isolated
 
@@ -93,24 +94,6 @@ def run_convolutions(names: list[str]) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def together(caffe) -> dict[str, np.ndarray]:
     return run_isolated(run_convolutions, list(CONVOLUTIONS), timeout=120)
-
-
-def _conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int, group: int) -> np.ndarray:
-    """Direct convolution in float64 (Caffe's weights: out x in/group x k x k)."""
-    n, _, height, width = x.shape
-    out, per_group, k, _ = w.shape
-    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    oh, ow = (height + 2 * pad - k) // stride + 1, (width + 2 * pad - k) // stride + 1
-    y = np.zeros((n, out, oh, ow))
-    step = out // group
-    for o in range(out):
-        g = o // step
-        for dy in range(k):
-            for dx in range(k):
-                patch = padded[:, g * per_group:(g + 1) * per_group, dy:dy + stride * oh:stride,
-                               dx:dx + stride * ow:stride]
-                y[:, o] += np.einsum("nchw,c->nhw", patch, w[o, :, dy, dx])
-    return y
 
 
 def _conv_weight_grad(x: np.ndarray, dy: np.ndarray, shape: tuple[int, ...], stride: int, pad: int,

@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mrfnet.caffe_env import caffe_prefix, env_for_build, import_caffe
+from mrfnet.caffe_env import caffe_prefix, import_caffe, run_script_with_build
 from mrfnet.timing import describe_machine, machine_info, parse_sizes, size_label
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,18 +112,8 @@ def measure(height: int, width: int, repeats: int, iterations: int) -> dict[str,
 
 
 def run_build(prefix: Path | None, args: argparse.Namespace) -> dict[str, Any]:
-    try:
-        env = env_for_build(prefix)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from exc
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO)]))
-    env.setdefault("GLOG_minloglevel", "2")
-    command = [sys.executable, __file__, "--child", "--size", args.size, "--repeats", str(args.repeats),
-               "--iterations", str(args.iterations)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"the benchmark with {prefix or 'this Python'} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_script_with_build(prefix, __file__, ["--child", "--size", args.size, "--repeats", str(args.repeats),
+                                                    "--iterations", str(args.iterations)], REPO)
 
 
 def main() -> None:

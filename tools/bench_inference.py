@@ -19,9 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mrfnet.caffe_env import caffe_prefix, env_for_build, import_caffe
+from mrfnet.caffe_env import caffe_prefix, import_caffe, run_script_with_build
 from mrfnet.inference import DEFAULT_OVERLAP, Model, lean_caffe, pad_to_stride, resolve_tile, tile_shape
 from mrfnet.timing import default_max_memory_gb, describe_machine, machine_info, parse_sizes, size_label
 
@@ -76,18 +73,9 @@ def bench(variant: str, setting: str, height: int, width: int, repeats: int, max
 
 def run_child(prefix: Path | None, args: argparse.Namespace, *extra: str) -> Any:
     """This script with ``extra`` options in a child whose pycaffe comes from ``prefix``; its JSON answer."""
-    try:
-        env = env_for_build(prefix)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from exc
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO)]))
-    env.setdefault("GLOG_minloglevel", "2")
-    command = [sys.executable, __file__, "--repeats", str(args.repeats), "--max-memory-gb", str(args.max_memory_gb),
-               "--overlap", str(args.overlap), *extra]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(extra)} with {prefix or 'this Python'} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_script_with_build(prefix, __file__, ["--repeats", str(args.repeats), "--max-memory-gb",
+                                                    str(args.max_memory_gb), "--overlap", str(args.overlap),
+                                                    *extra], REPO)
 
 
 def main() -> None:

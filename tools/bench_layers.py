@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mrfnet.caffe_env import caffe_prefix, env_for_build, import_caffe
+from mrfnet.caffe_env import caffe_prefix, import_caffe, run_script_with_build
 from mrfnet.timing import write_deploy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,17 +76,8 @@ def profile(variant: str, height: int, width: int, batch: int, repeats: int) -> 
 
 def run_build(prefix: Path | None, args: argparse.Namespace) -> dict[str, Any]:
     """Profile in a child process whose pycaffe comes from ``prefix`` (None: this Python's)."""
-    try:
-        env = env_for_build(prefix)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from exc
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO)]))
-    command = [sys.executable, __file__, "--child", "--variant", args.variant, "--size", args.size,
-               "--batch", str(args.batch), "--repeats", str(args.repeats)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"profiling with {prefix or 'this Python'} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_script_with_build(prefix, __file__, ["--child", "--variant", args.variant, "--size", args.size,
+                                                    "--batch", str(args.batch), "--repeats", str(args.repeats)], REPO)
 
 
 def table(results: list[dict[str, Any]]) -> str:
