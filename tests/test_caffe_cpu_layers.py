@@ -1,10 +1,11 @@
-"""The CPU layers tools/caffe-patches/0003 threads with OpenMP: exact against NumPy, the same bits on 1 or 2 threads.
+"""The CPU loops of tools/caffe-patches/0003 and 0007: exact against NumPy, the same bits on 1 or 2 threads.
 
-Pooling (max, threaded, and average), ReLU and Eltwise sum are checked bit for bit against loops written here
-in Caffe's own order (window scan order, strict '>' for the argmax, float32 sums); convolution and
-deconvolution (im2col / col2im) against a direct NumPy convolution to float32 rounding. Each net
-runs in a child process started with OMP_NUM_THREADS=1 and with 2, and every output and gradient
-must agree to the bit.
+Pooling (max, separable since 0007, and average), ReLU (in place too, with a negative slope) and
+Eltwise sum are checked bit for bit against loops written here in Caffe's own order (window scan
+order, strict '>' for the argmax, float32 sums); convolution and deconvolution (im2col / col2im)
+against a direct NumPy convolution to float32 rounding. Each net runs in a child process started
+with OMP_NUM_THREADS=1 and with 2, and every output and gradient must agree to the bit; so must
+the weights after Adam steps whose element-wise updates are threaded.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ import pytest
 from mrfnet.caffe_env import run_isolated
 
 SHAPE = (2, 4, 13, 11)
-POOLS = {  # name: (method, kernel, stride, pad)
-    "max_k5_s1_p2": ("MAX", 5, 1, 2),
-    "max_k3_s2": ("MAX", 3, 2, 0),
-    "max_k2_s2_p1": ("MAX", 2, 2, 1),
-    "ave_k3_s2_p1": ("AVE", 3, 2, 1),
+POOLS = {  # name: (method, kernel, stride, pad, input shape: a corner of SHAPE's data)
+    "max_k5_s1_p2": ("MAX", 5, 1, 2, SHAPE),
+    "max_k3_s2": ("MAX", 3, 2, 0, SHAPE),
+    "max_k2_s2_p1": ("MAX", 2, 2, 1, SHAPE),
+    "max_k7_s3_p3": ("MAX", 7, 3, 3, SHAPE),  # windows clipped on both sides at a stride above 1
+    "max_k5_s1_p2_narrow": ("MAX", 5, 1, 2, (1, 3, 4, 2)),  # kernel offsets that reach past the plane
+    "ave_k3_s2_p1": ("AVE", 3, 2, 1, SHAPE),
 }
+SLOPE = 0.25  # the in-place ReLU's negative slope
 
 
 def _net_prototxt() -> str:
@@ -35,11 +39,13 @@ def _net_prototxt() -> str:
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=list(SHAPE)))
     n.other = L.Input(shape=dict(dim=list(SHAPE)))
-    for name, (method, kernel, stride, pad) in POOLS.items():  # each on its own copy, so its gradient is its own
-        setattr(n, f"in_{name}", L.Input(shape=dict(dim=list(SHAPE))))
+    for name, (method, kernel, stride, pad, shape) in POOLS.items():  # each on its own copy: its own gradient
+        setattr(n, f"in_{name}", L.Input(shape=dict(dim=list(shape))))
         pool = getattr(P.Pooling, method)
         setattr(n, name, L.Pooling(getattr(n, f"in_{name}"), pool=pool, kernel_size=kernel, stride=stride, pad=pad))
     n.relu = L.ReLU(n.other)
+    n.leaky = L.Input(shape=dict(dim=list(SHAPE)))
+    n.leaky_relu = L.ReLU(n.leaky, negative_slope=SLOPE, in_place=True)  # as the variants run it: in place
     n.sum = L.Eltwise(n.data, n.relu, operation=P.Eltwise.SUM)
     n.conv3 = L.Convolution(n.sum, num_output=6, kernel_size=3, pad=1, weight_filler=dict(type="gaussian", std=0.1),
                             bias_filler=dict(type="constant", value=0.1))
@@ -69,16 +75,22 @@ def run_net(threads: int) -> dict[str, np.ndarray]:
     os.unlink(file.name)
     rng = np.random.default_rng(0)
     net.blobs["data"].data[...] = rng.integers(-3, 4, SHAPE) / 2.0  # few levels: ties in every window
-    for name in POOLS:
-        net.blobs[f"in_{name}"].data[...] = net.blobs["data"].data
+    for name, (*_, shape) in POOLS.items():
+        net.blobs[f"in_{name}"].data[...] = net.blobs["data"].data[tuple(slice(0, size) for size in shape)]
     net.blobs["other"].data[...] = rng.standard_normal(SHAPE)
+    leaky_input = rng.standard_normal(SHAPE).astype(np.float32)
+    leaky_input.flat[::7] = 0  # ReLU's x <= 0 branch at 0 itself
+    net.blobs["leaky"].data[...] = leaky_input
     net.forward()
-    for name in net.outputs:
-        net.blobs[name].diff[...] = rng.standard_normal(net.blobs[name].diff.shape)
+    top_diffs = {}
+    for name in net.outputs:  # kept aside: an in-place layer's backward pass overwrites its top's diff
+        top_diffs[f"top_diff:{name}"] = rng.standard_normal(net.blobs[name].diff.shape).astype(np.float32)
+        net.blobs[name].diff[...] = top_diffs[f"top_diff:{name}"]
     net.backward()
     result = {f"top:{name}": net.blobs[name].data.copy() for name in net.blobs}
-    result.update({f"top_diff:{name}": net.blobs[name].diff.copy() for name in net.outputs})
-    diffs = ["data", "other", "sum", "relu", "conv5", *(f"in_{name}" for name in POOLS)]
+    result["input:leaky"] = leaky_input
+    result.update(top_diffs)
+    diffs = ["data", "other", "sum", "relu", "conv5", "leaky", *(f"in_{name}" for name in POOLS)]
     result.update({f"diff:{name}": net.blobs[name].diff.copy() for name in diffs})
     for name, params in net.params.items():
         for i, param in enumerate(params):
@@ -93,7 +105,9 @@ def runs(caffe) -> dict[int, dict[str, np.ndarray]]:
     for threads in (1, 2):
         with pytest.MonkeyPatch.context() as patch:  # the spawned child takes this environment
             patch.setenv("OMP_NUM_THREADS", str(threads))
-            patch.setenv("OPENBLAS_NUM_THREADS", "1")  # BLAS alike in both
+            # BLAS alike in both with the pthread OpenBLAS; the OpenMP one follows OMP_NUM_THREADS, but
+            # does not split GEMMs this small
+            patch.setenv("OPENBLAS_NUM_THREADS", "1")
             results[threads] = run_isolated(run_net, threads, timeout=120)
     return results
 
@@ -152,9 +166,9 @@ def test_every_output_and_gradient_is_the_same_on_one_and_two_threads(runs):
 
 @pytest.mark.parametrize("name", list(POOLS))
 def test_pooling_and_its_gradient_are_exactly_caffes_loop(runs, name):
-    method, kernel, stride, pad = POOLS[name]
+    method, kernel, stride, pad, _ = POOLS[name]
     run = runs[2]
-    top, bottom_diff = _pool_reference(run["top:data"], run[f"top_diff:{name}"], method, kernel, stride, pad)
+    top, bottom_diff = _pool_reference(run[f"top:in_{name}"], run[f"top_diff:{name}"], method, kernel, stride, pad)
     np.testing.assert_array_equal(run[f"top:{name}"], top)
     np.testing.assert_array_equal(run[f"diff:in_{name}"], bottom_diff)
 
@@ -166,6 +180,16 @@ def test_relu_and_eltwise_sum_are_exact(runs):
     np.testing.assert_array_equal(run["top:sum"], np.float32(0) + run["top:data"] + relu)
     np.testing.assert_array_equal(run["diff:relu"], run["diff:sum"])
     np.testing.assert_array_equal(run["diff:other"], run["diff:relu"] * (run["top:other"] > 0))
+
+
+def test_in_place_leaky_relu_is_exact(runs):
+    """Caffe's arithmetic: max(x, 0) + slope * min(x, 0) forward, dy * ((x > 0) + slope * (x <= 0)) backward."""
+    run = runs[2]
+    x, slope = run["input:leaky"], np.float32(SLOPE)
+    np.testing.assert_array_equal(run["top:leaky"], np.maximum(x, 0) + slope * np.minimum(x, 0))
+    y = run["top:leaky"]  # in place: the backward pass sees the output where the input was
+    factor = (y > 0).astype(np.float32) + slope * (y <= 0).astype(np.float32)
+    np.testing.assert_array_equal(run["diff:leaky"], run["top_diff:leaky"] * factor)
 
 
 def _conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int, group: int) -> np.ndarray:
@@ -199,12 +223,62 @@ def test_convolutions_match_a_direct_convolution(runs):
     assert lhs == pytest.approx(rhs, rel=1e-5)
 
 
-def test_pycaffe_lets_idle_openmp_threads_sleep(caffe):
-    """Spinning OpenMP threads starve OpenBLAS's on a small machine (docs/architecture.md, "Caffe's CPU threads")."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    code = "import os, caffe; print(os.environ['OMP_WAIT_POLICY'])"
+def test_pycaffe_lets_idle_openmp_threads_spin_briefly(caffe):
+    """A sleep per parallel region costs a wake-up, endless spinning starves other threads (docs/architecture.md)."""
+    code = "import os, caffe; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "PASSIVE"
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "ACTIVE", "a policy the user set is kept"
+    assert done.stdout.split() == ["None", "20000"]
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "PASSIVE"},
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["PASSIVE", "None"], "a policy the user set is kept, and left alone"
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "GOMP_SPINCOUNT": "7"},
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["None", "7"], "a spin count the user set is kept"
+
+
+def adam_weights(threads: int) -> dict[str, np.ndarray]:
+    """In a child with ``threads`` OpenMP threads: the weights after three Adam steps on 40000 parameters.
+
+    PReLU's slopes, so that no GEMM or dot product (whose bits follow the BLAS thread count, which
+    the OpenMP build of OpenBLAS takes from OMP_NUM_THREADS) makes the gradients: only the
+    element-wise loops of the update differ between the runs.
+    """
+    import tempfile
+
+    import caffe
+    from caffe import layers as L
+
+    from mrfnet.caffe_env import import_caffe
+
+    assert os.environ["OMP_NUM_THREADS"] == str(threads)
+    import_caffe().set_mode_cpu()
+    caffe.set_random_seed(5)
+    n = caffe.NetSpec()
+    n.data, n.target = L.DummyData(shape=[dict(dim=[2, 40000, 1, 1])] * 2,
+                                   data_filler=[dict(type="gaussian", std=1.0)] * 2, ntop=2)
+    n.prelu = L.PReLU(n.data, filler=dict(type="uniform", min=0.0, max=0.5))
+    n.loss = L.EuclideanLoss(n.prelu, n.target)
+    with tempfile.TemporaryDirectory() as tmp:
+        net_file, solver_file = os.path.join(tmp, "net.prototxt"), os.path.join(tmp, "solver.prototxt")
+        with open(net_file, "w") as file:
+            file.write(str(n.to_proto()))
+        with open(solver_file, "w") as file:
+            file.write(f'net: "{net_file}" type: "Adam" base_lr: 0.01 momentum: 0.9 momentum2: 0.999 delta: 1e-8 '
+                       'lr_policy: "fixed" max_iter: 10 snapshot: 0 solver_mode: CPU random_seed: 5\n')
+        solver = caffe.get_solver(solver_file)
+        solver.step(3)
+        assert solver.net.params["prelu"][0].count >= 32768  # large enough for the threaded loops
+        return {f"{name}:{i}": param.data.copy() for name, params in solver.net.params.items()
+                for i, param in enumerate(params)}
+
+
+def test_adam_steps_are_the_same_bits_on_one_and_two_threads(caffe):
+    results = {}
+    for threads in (1, 2):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("OMP_NUM_THREADS", str(threads))
+            results[threads] = run_isolated(adam_weights, threads, timeout=120)
+    assert results[1].keys() == results[2].keys()
+    for key in results[1]:
+        np.testing.assert_array_equal(results[1][key], results[2][key], err_msg=key)

@@ -192,7 +192,10 @@ def shared_and_not(caffe) -> dict[str, dict[bool, dict[str, object]]]:
     from netgen import VARIANTS
 
     with pytest.MonkeyPatch.context() as patch:  # the spawned children take this environment
-        patch.setenv("OPENBLAS_NUM_THREADS", "1")  # OpenBLAS's threaded GEMM varies in the last bits
+        # OpenBLAS's threaded GEMM varies in the last bits: one thread, in the pthread build of OpenBLAS
+        # (OPENBLAS_NUM_THREADS) and in the OpenMP one the project's build links (OMP_NUM_THREADS)
+        patch.setenv("OPENBLAS_NUM_THREADS", "1")
+        patch.setenv("OMP_NUM_THREADS", "1")
         return {variant: {share: run_isolated(deploy_outputs, variant, SIZES, share, timeout=120)
                           for share in (False, True)} for variant in VARIANTS}
 
@@ -300,7 +303,7 @@ def write_fixture() -> None:
     from netgen import OUTPUTS, VARIANTS
 
     arrays = {}
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"  # as the test runs it
+    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"  # as the test runs it
     for variant in VARIANTS:
         found = run_isolated(deploy_outputs, variant, (FIXTURE_SIZE,), False, timeout=120)
         for name in OUTPUTS:

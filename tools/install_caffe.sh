@@ -43,7 +43,7 @@ readonly BASELINE_PATCHES=(0001-protobuf-one-argument-bytes-limit.patch 0002-num
 readonly BUILD_PACKAGES=(cmake g++ make patch xz-utils ca-certificates
   libboost-system-dev libboost-thread-dev libboost-filesystem-dev libboost-python-dev
   libgoogle-glog-dev libgflags-dev libprotobuf-dev protobuf-compiler
-  libhdf5-dev liblmdb-dev libopenblas-dev)
+  libhdf5-dev liblmdb-dev libopenblas-dev libopenblas-openmp-dev)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 patch_dir="$here/caffe-patches"
@@ -139,8 +139,15 @@ cmake_options() {
   elif [ "$baseline" = 1 ]; then
     printf '%s\n' -DCPU_ONLY=ON
   else
-    # OpenMP for the CPU layers that tools/caffe-patches/0003-openmp-cpu-layers.patch threads
-    printf '%s\n' -DCPU_ONLY=ON -DUSE_OPENMP=ON
+    # OpenMP for the CPU layers that tools/caffe-patches/0003-openmp-cpu-layers.patch threads, and
+    # Debian's OpenMP build of OpenBLAS, so that the GEMMs and those layers share libgomp's threads
+    # (with the pthread build, the two thread pools take each other's cores); the RPATH CMake
+    # derives from this link path makes it the one loaded, whatever Debian's alternative says.
+    local multiarch
+    multiarch=$(gcc -print-multiarch 2>/dev/null) || multiarch=unknown
+    printf '%s\n' -DCPU_ONLY=ON -DUSE_OPENMP=ON \
+      "-DOpenBLAS_INCLUDE_DIR=/usr/include/$multiarch/openblas-openmp" \
+      "-DOpenBLAS_LIB=/usr/lib/$multiarch/openblas-openmp/libopenblas.so"
   fi
   printf '%s\n' -DBLAS=Open -DBUILD_python=ON -DBUILD_python_layer=ON \
     -DUSE_OPENCV=OFF -DUSE_LEVELDB=OFF -DUSE_LMDB=ON -DBUILD_docs=OFF -DCMAKE_BUILD_TYPE=Release \
