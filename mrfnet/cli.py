@@ -12,23 +12,12 @@ import logging
 import os
 import sys
 
-from mrfnet.caffe_env import CaffeError, CaffeNotAvailable
+from mrfnet.runtime.caffe_env import CaffeError, CaffeNotAvailable
 
 # Modules with a `setup_parser(subparsers)`, one per command, in the order `--help` lists them.
-COMMANDS = (
-    "mrfnet.doctor",
-    "netgen.cli",
-    "data_prep.cli",
-    "mrfnet.solver",
-    "mrfnet.train",
-    "mrfnet.plot_log",
-    "mrfnet.score",
-    "mrfnet.table",
-    "mrfnet.timing",
-    "mrfnet.deblur",
-    "mrfnet.reproduce",
-    "mrfnet.report",
-)
+COMMANDS = tuple(f"mrfnet.commands.{name}" for name in (
+    "doctor", "netgen", "data_prep", "solver", "train", "plot_log", "score", "table", "time", "deblur", "reproduce",
+    "report"))
 USER_ERRORS = (CaffeError, CaffeNotAvailable, FileNotFoundError, FileExistsError, ValueError)
 
 log = logging.getLogger("mrfnet")

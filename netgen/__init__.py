@@ -4,18 +4,9 @@
 writes the committed ``prototxt/<variant>/{train_val,deploy}.prototxt``.
 """
 
-from netgen.edge import EDGE_LOSS_TOPS, EdgeOptions
-from netgen.network import (
-    INPUT,
-    OUTPUTS,
-    PREDICTION,
-    SCALE_LOSS_TOPS,
-    TARGETS,
-    build_deploy,
-    build_train_val,
-    scale_sides,
-    write_prototxts,
-)
+from netgen.edge import EdgeOptions
+from netgen.names import EDGE_LOSS_TOPS, INPUT, OUTPUTS, PREDICTION, SCALE_LOSS_TOPS, TARGETS
+from netgen.network import build_deploy, build_train_val, scale_sides, write_prototxts
 from netgen.variants import VARIANTS, Variant, get_variant
 
 __all__ = ["EDGE_LOSS_TOPS", "INPUT", "OUTPUTS", "PREDICTION", "SCALE_LOSS_TOPS", "TARGETS", "VARIANTS", "EdgeOptions",

@@ -20,9 +20,8 @@ from caffe import layers as L
 from caffe.net_spec import Top
 
 from netgen import blocks
+from netgen.names import EDGE_LOSS_TOPS, EDGE_MODULE
 
-EDGE_MODULE = "mrfnet.layers.edge"
-EDGE_LOSS_TOPS = ("loss_edge", "loss_edge_adv")
 GENERATOR_WIDTH = 32
 GENERATOR_LAYERS = 3
 

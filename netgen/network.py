@@ -22,9 +22,9 @@ from caffe import params as P
 from caffe.net_spec import Top
 from caffe.proto import caffe_pb2
 
-from mrfnet.layers.loss_weights import SCALE_LOSS_TOPS
 from netgen import blocks
 from netgen.edge import EdgeOptions, add_edge_branch
+from netgen.names import INPUT, OUTPUTS, SCALE_LOSS_LAYER, SCALE_LOSS_MODULE, SCALE_LOSS_TOPS
 from netgen.variants import (
     BOTTLENECK_RATIO,
     CRP_STAGES,
@@ -41,13 +41,7 @@ from netgen.variants import (
     get_variant,
 )
 
-OUTPUTS = tuple(f"out_r{k}" for k in range(1, SCALES + 1))  # coarsest (1/8) first; the last is the prediction
-PREDICTION = OUTPUTS[-1]
-TARGETS = tuple(f"sharp_r{k}" for k in range(1, SCALES)) + ("sharp",)  # train_val's S_k, same order
-# SCALE_LOSS_TOPS (loss_r1..loss_r4, from mrfnet.layers) follow the same order, checked by zip(strict=True)
-INPUT = "blur"
 LOSSES = ("python", "native")
-SCALE_LOSS_MODULE, SCALE_LOSS_LAYER = "mrfnet.layers.scale_loss", "ScaleRefinementLoss"
 PIXEL_SCALE = 1 / 255  # Data layer transform: uint8 -> [0, 1]
 MIN_SIDE = STRIDE  # below this the coarser paths see less than one pixel of their own
 # The output convolutions start at zero, so an untrained net returns its input exactly, and learn at a

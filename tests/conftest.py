@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # Python layers defined for test
 
 @pytest.fixture(scope="session")
 def caffe():
-    from mrfnet.caffe_env import import_caffe
+    from mrfnet.runtime.caffe_env import import_caffe
 
     module = import_caffe()
     module.set_mode_cpu()

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from mrfnet.caffe_env import run_isolated
+from mrfnet.runtime.caffe_env import run_isolated
 
 SHAPE = (2, 4, 13, 11)
 POOLS = {  # name: (method, kernel, stride, pad, input shape: a corner of SHAPE's data)
@@ -63,7 +63,7 @@ def run_net(threads: int) -> dict[str, np.ndarray]:
     """In a child started with ``threads`` OpenMP threads: every top, every bottom diff, the weights."""
     import tempfile
 
-    from mrfnet.caffe_env import import_caffe
+    from mrfnet.runtime.caffe_env import import_caffe
 
     assert os.environ["OMP_NUM_THREADS"] == str(threads)
     caffe = import_caffe()
@@ -249,7 +249,7 @@ def adam_weights(threads: int) -> dict[str, np.ndarray]:
     import caffe
     from caffe import layers as L
 
-    from mrfnet.caffe_env import import_caffe
+    from mrfnet.runtime.caffe_env import import_caffe
 
     assert os.environ["OMP_NUM_THREADS"] == str(threads)
     import_caffe().set_mode_cpu()

@@ -8,12 +8,13 @@ import sys
 
 import pytest
 
-from mrfnet.caffe_env import CaffeError, run_isolated
-from mrfnet.smoke import train_tiny_net
+from mrfnet.runtime.caffe_env import CaffeError, run_isolated
+
+from smoke import train_tiny_net
 
 
 def load_net(path: str) -> list[str]:
-    from mrfnet.caffe_env import import_caffe
+    from mrfnet.runtime.caffe_env import import_caffe
 
     caffe = import_caffe()
     return list(caffe.Net(path, caffe.TEST).blobs)

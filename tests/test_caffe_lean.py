@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from test_caffe_cpu_layers import _conv  # the direct float64 convolution both files check against
 
-from mrfnet.caffe_env import CaffeError, run_isolated
+from mrfnet.runtime.caffe_env import CaffeError, run_isolated
 
 FIXTURE = Path(__file__).parent / "fixtures" / "deploy_outputs.npz"
 FIXTURE_SIZE = (32, 40)  # (height, width) of the stored deploy outputs
@@ -61,7 +61,7 @@ def _convolution_prototxt(names: list[str]) -> str:
 
 def run_convolutions(names: list[str]) -> dict[str, np.ndarray]:
     """In a child: forward and backward of a net of the named layers on fixed data; every array that matters."""
-    from mrfnet.caffe_env import import_caffe
+    from mrfnet.runtime.caffe_env import import_caffe
 
     caffe = import_caffe()
     caffe.set_mode_cpu()
@@ -160,8 +160,9 @@ def _random_weights(net) -> None:
 def deploy_outputs(variant: str, sizes: tuple[tuple[int, int], ...], share: bool,
                    keep: tuple[str, ...] = ()) -> dict[str, object]:
     """In a child: the outputs of ``variant``'s deploy net on seeded weights and input at each size."""
-    from mrfnet.caffe_env import import_caffe
-    from mrfnet.inference import memory_estimate, read_prototxt
+    from mrfnet.infer.memory import memory_estimate
+    from mrfnet.infer.weights import read_prototxt
+    from mrfnet.runtime.caffe_env import import_caffe
     from netgen import INPUT, OUTPUTS, build_deploy
 
     caffe = import_caffe()
@@ -250,7 +251,7 @@ def test_keep_blob_keeps_an_intermediate_blob_readable(caffe):
 
 
 def _backward_on_a_shared_net() -> None:
-    from mrfnet.caffe_env import import_caffe
+    from mrfnet.runtime.caffe_env import import_caffe
     from netgen import build_deploy
 
     caffe = import_caffe()
@@ -266,7 +267,7 @@ def _backward_on_a_shared_net() -> None:
 
 
 def _keep_an_unknown_blob() -> None:
-    from mrfnet.caffe_env import import_caffe
+    from mrfnet.runtime.caffe_env import import_caffe
     from netgen import build_deploy
 
     caffe = import_caffe()
@@ -288,7 +289,7 @@ def test_a_shared_net_refuses_backward_and_unknown_keep_blobs(caffe):
 @pytest.mark.parametrize("share", [False, True], ids=["workspace", "workspace+shared-blobs"])
 def test_the_memory_estimate_is_what_a_forward_pass_takes(caffe, tmp_path, share):
     """Counted against the child's peak RSS above its start (parameters included), at a medium size."""
-    from mrfnet.timing import _measure
+    from mrfnet.analyze.timing import _measure
     from netgen import build_deploy
 
     prototxt = tmp_path / "deploy.prototxt"

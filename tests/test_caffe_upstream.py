@@ -8,7 +8,7 @@ import sys
 
 
 def test_caffes_own_python_tests_pass(caffe):
-    from mrfnet.caffe_env import caffe_prefix
+    from mrfnet.runtime.caffe_env import caffe_prefix
 
     test_dir = caffe_prefix(caffe) / "share" / "caffe-tests" / "python" / "caffe" / "test"
     assert (test_dir / "test_net.py").is_file(), f"upstream tests not installed in {test_dir}"

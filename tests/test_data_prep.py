@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from image_files import make_folder_pairs, make_gopro, random_image, write_image
 
-from data_prep import blur, sources
+from data_prep import blur, images, sources
 from data_prep.lmdb_writer import META_INFO, LmdbWriter, partial_path
 from data_prep.patches import patch_origins
 from data_prep.records import count_records, encode_pair, iter_pairs
@@ -217,33 +217,33 @@ def test_writer_removes_a_stale_partial_and_rejects_duplicate_keys(tmp_path):
 
 def test_read_image_conversions(tmp_path):
     colour = random_image(5, 7)
-    image, notes = sources.read_image(write_image(tmp_path / "colour.png", colour))
+    image, notes = images.read_image(write_image(tmp_path / "colour.png", colour))
     np.testing.assert_array_equal(image, colour)
     assert notes == []
     gray = colour[:, :, 0]
-    image, notes = sources.read_image(write_image(tmp_path / "gray.png", gray))
+    image, notes = images.read_image(write_image(tmp_path / "gray.png", gray))
     np.testing.assert_array_equal(image, np.stack([gray] * 3, axis=2))
     assert notes == ["grayscale replicated to BGR"]
     deep = colour.astype(np.uint16) * 257
-    image, notes = sources.read_image(write_image(tmp_path / "deep.png", deep))
+    image, notes = images.read_image(write_image(tmp_path / "deep.png", deep))
     np.testing.assert_array_equal(image, colour)
     assert notes == ["16-bit rounded to 8-bit"]
     opaque = np.concatenate([colour, np.full((5, 7, 1), 255, np.uint8)], axis=2)
-    image, notes = sources.read_image(write_image(tmp_path / "opaque.png", opaque))
+    image, notes = images.read_image(write_image(tmp_path / "opaque.png", opaque))
     np.testing.assert_array_equal(image, colour)
     assert notes == ["opaque alpha dropped"]
     transparent = opaque.copy()
     transparent[0, 0, 3] = 10
     path = write_image(tmp_path / "transparent.png", transparent)
-    with pytest.raises(sources.ImageError, match="transparent.png has transparent pixels"):
-        sources.read_image(path)
+    with pytest.raises(images.ImageError, match="transparent.png has transparent pixels"):
+        images.read_image(path)
 
 
 def test_read_image_non_ascii_name(tmp_path):
     colour = random_image(4, 4)
     path = write_image(tmp_path / "ñandú 画像.png", colour)
-    np.testing.assert_array_equal(sources.read_image(path)[0], colour)
-    assert sources.image_size(path) == (4, 4)
+    np.testing.assert_array_equal(images.read_image(path)[0], colour)
+    assert images.image_size(path) == (4, 4)
 
 
 @pytest.mark.parametrize("content", [b"", b"not an image at all" * 10, "truncated"])
@@ -253,11 +253,11 @@ def test_corrupt_images_are_errors_naming_the_file(tmp_path, content):
         write_image(path, random_image(64, 64))
         content = path.read_bytes()[:300]
     path.write_bytes(content)
-    with pytest.raises(sources.ImageError, match=r"bad\.png"):
-        sources.read_image(path)
+    with pytest.raises(images.ImageError, match=r"bad\.png"):
+        images.read_image(path)
     if len(content) < 100:  # a truncated file still has a valid header
-        with pytest.raises(sources.ImageError, match=r"bad\.png"):
-            sources.image_size(path)
+        with pytest.raises(images.ImageError, match=r"bad\.png"):
+            images.image_size(path)
 
 
 def test_unreadable_image_is_an_error_naming_the_file(tmp_path, monkeypatch):
@@ -268,18 +268,18 @@ def test_unreadable_image_is_an_error_naming_the_file(tmp_path, monkeypatch):
         def denied(file, *args, **kwargs):
             raise PermissionError(13, "Permission denied", str(file))
 
-        monkeypatch.setattr(sources.np, "fromfile", denied)
-        monkeypatch.setattr(sources.Image, "open", denied)
-    with pytest.raises(sources.ImageError, match="locked.png.*Permission denied"):
-        sources.read_image(path)
-    with pytest.raises(sources.ImageError, match="locked.png.*Permission denied"):
-        sources.image_size(path)
+        monkeypatch.setattr(images.np, "fromfile", denied)
+        monkeypatch.setattr(images.Image, "open", denied)
+    with pytest.raises(images.ImageError, match="locked.png.*Permission denied"):
+        images.read_image(path)
+    with pytest.raises(images.ImageError, match="locked.png.*Permission denied"):
+        images.image_size(path)
 
 
 def test_a_directory_named_like_an_image_is_an_error(tmp_path):
     (tmp_path / "folder.png").mkdir()
-    with pytest.raises(sources.ImageError, match="folder.png"):
-        sources.read_image(tmp_path / "folder.png")
+    with pytest.raises(images.ImageError, match="folder.png"):
+        images.read_image(tmp_path / "folder.png")
 
 
 # --- sources ----------------------------------------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def test_folder_source_missing_partner_names_the_file(tmp_path):
 def test_pair_size_mismatch_names_both_files(tmp_path):
     make_folder_pairs(tmp_path, ["a.png"])
     write_image(tmp_path / "blur" / "a.png", random_image(20, 25))
-    with pytest.raises(sources.ImageError, match=r"blur/a\.png is 20x25 but sharp .*sharp/a\.png is 20x24"):
+    with pytest.raises(images.ImageError, match=r"blur/a\.png is 20x25 but sharp .*sharp/a\.png is 20x24"):
         sources.load_items("folder", tmp_path, val_fraction=0, test_fraction=0)
 
 
@@ -326,7 +326,7 @@ def test_same_record_name_from_two_files_is_an_error(tmp_path):
     write_image(tmp_path / "x.png", random_image(4, 4))
     write_image(tmp_path / "x.jpg", random_image(4, 4))
     with pytest.raises(ValueError, match="same record name"):
-        sources.find_images(tmp_path)
+        images.find_images(tmp_path)
 
 
 def test_splits_are_disjoint_seeded_and_keep_training_data():
@@ -373,5 +373,5 @@ def test_embedded_source_is_offline_photographs_split_by_image():
     assert len({item.name for item in items}) == len(items) == len(sources.EMBEDDED)
     for item in items:
         assert item.sharp.is_file() and item.blur is None
-        image, notes = sources.read_image(item.sharp)
+        image, notes = images.read_image(item.sharp)
         assert image.shape == (item.height, item.width, 3) and notes == []

@@ -8,18 +8,11 @@ import pytest
 from scoring_helpers import SMALLEST_VARIANT, blurred, make_run, randomise, smooth_image, write_deploy
 
 from mrfnet import cli
-from mrfnet.deblur import plan_outputs, read_image
-from mrfnet.inference import (
-    AutoTile,
-    Model,
-    blend_weights,
-    pad_to_stride,
-    predict,
-    read_prototxt,
-    receptive_field,
-    tile_starts,
-    to_uint8,
-)
+from mrfnet.infer.deblur import plan_outputs, read_image
+from mrfnet.infer.memory import receptive_field
+from mrfnet.infer.model import Model
+from mrfnet.infer.tiling import AutoTile, blend_weights, pad_to_stride, predict, tile_starts, to_uint8
+from mrfnet.infer.weights import read_prototxt
 
 TILED_TOLERANCE = 2e-3  # on the 0..1 scale, for overlap 64 with every residual branch active (see the test)
 
@@ -164,7 +157,7 @@ def test_without_model_the_main_jobs_mrfnet_is_used_or_the_command_to_make_it_na
                                                                                       monkeypatch, caplog):
     import shutil
 
-    from mrfnet.reproduce import main_job_model
+    from mrfnet.reproduce.job import main_job_model
 
     image = tmp_path / "photo.png"
     cv2.imwrite(str(image), smooth_image(np.random.default_rng(0), 40, 48))
@@ -178,7 +171,7 @@ def test_without_model_the_main_jobs_mrfnet_is_used_or_the_command_to_make_it_na
 
 def test_non_finite_weights_are_refused_by_deblur_and_score(caffe, tmp_path, caplog):
     """A diverged run's weights deblur to a black image: refused with the layers named, nothing written."""
-    from mrfnet.inference import NonFiniteWeights, check_weights, read_caffemodel
+    from mrfnet.infer.weights import NonFiniteWeights, check_weights, read_caffemodel
 
     deploy = write_deploy(tmp_path / "net")
     net = caffe.Net(str(deploy), caffe.TEST)

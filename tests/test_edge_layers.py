@@ -14,7 +14,7 @@ def _net(caffe, tmp_path, **params):
     L = caffe.layers
     n = caffe.NetSpec()
     n.fake, n.real, n.cond = L.Input(ntop=3, shape=[dict(dim=list(SHAPE))] * 3)
-    n.loss = L.Python(n.fake, n.real, n.cond, module="mrfnet.layers.edge", layer="EdgeAdversarialLoss",
+    n.loss = L.Python(n.fake, n.real, n.cond, module="netgen.layers.edge", layer="EdgeAdversarialLoss",
                       param_str=json.dumps(params), loss_weight=1)
     proto = n.to_proto()
     proto.force_backward = True
@@ -61,12 +61,12 @@ def test_training_the_discriminator_separates_real_from_fake(caffe, tmp_path):
 
 
 def test_alpha_mix_follows_the_drivers_alpha(caffe, tmp_path):
-    from mrfnet.layers.edge import set_edge_alpha
+    from netgen.layers.edge_state import set_edge_alpha
 
     L = caffe.layers
     n = caffe.NetSpec()
     n.blurred, n.refined = L.Input(ntop=2, shape=[dict(dim=[1, 1, 2, 2])] * 2)
-    n.mixed = L.Python(n.blurred, n.refined, module="mrfnet.layers.edge", layer="AlphaMix")
+    n.mixed = L.Python(n.blurred, n.refined, module="netgen.layers.edge", layer="AlphaMix")
     proto = n.to_proto()
     proto.force_backward = True
     (tmp_path / "mix.prototxt").write_text(str(proto))
@@ -85,7 +85,7 @@ def _image_net(caffe, tmp_path, layer: str, channels: int, shape=(1, 8, 8)):
     L = caffe.layers
     n = caffe.NetSpec()
     n.image = L.Input(shape=dict(dim=[shape[0], channels, *shape[1:]]))
-    n.out = L.Python(n.image, module="mrfnet.layers.edge", layer=layer)
+    n.out = L.Python(n.image, module="netgen.layers.edge", layer=layer)
     proto = n.to_proto()
     proto.force_backward = layer == "Grayscale"
     (tmp_path / f"{layer}.prototxt").write_text(str(proto))

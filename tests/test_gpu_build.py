@@ -202,7 +202,7 @@ def test_the_command_line_reports_errors_without_a_traceback(tmp_path, no_cuda_e
 
 # --- mrfnet doctor reads what the GPU build records ----------------------------------------------
 def test_doctor_reports_the_gpu_builds_cuda_version_and_arch_list(tmp_path, no_cuda_env):
-    from mrfnet.doctor import _describe_kind, build_kind
+    from mrfnet.runtime.doctor import _describe_kind, build_kind
 
     config = resolve(tmp_path, fake_toolkit(tmp_path / "cuda"), fake_cu13_wheels(tmp_path / "site"),
                      cuda_arch="80 90")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from mrfnet.metrics import MetricOptions, psnr, rgb_to_y, ssim
+from mrfnet.evaluate.metrics import MetricOptions, psnr, rgb_to_y, ssim
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ import pytest
 
 import netgen
 from mrfnet import cli
-from netgen.cli import parse_sizes, stale_files
+from mrfnet.commands.netgen import stale_files
 from netgen.network import committed_prototxts
+from netgen.sizes import parse_sizes
 
 from conftest import REPO
 

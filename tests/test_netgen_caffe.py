@@ -15,9 +15,9 @@ import pytest
 
 import netgen
 from mrfnet import cli
-from mrfnet.caffe_env import CaffeError
-from mrfnet.layers import scale_loss_values, set_scale_loss_weights
-from netgen import report
+from mrfnet.analyze import table1 as report
+from mrfnet.runtime.caffe_env import CaffeError
+from netgen.layers import scale_loss_values, set_scale_loss_weights
 
 CROP = 61  # odd: scales 8, 16, 31, 61
 
@@ -196,7 +196,7 @@ def test_python_loss_gradient_matches_finite_differences(caffe, tmp_path):
         n[f"t{k}"] = L.Input(shape=dict(dim=list(shape)))
         bottoms += [n[f"p{k}"], n[f"t{k}"]]
     n.l0, n.l1 = L.Python(*bottoms, ntop=2, loss_weight=[1, 1], python_param=dict(
-        module="mrfnet.layers.scale_loss", layer="ScaleRefinementLoss", param_str='{"scales": 2}'))
+        module="netgen.layers.scale_loss", layer="ScaleRefinementLoss", param_str='{"scales": 2}'))
     proto = n.to_proto()
     proto.force_backward = True
     net = load(caffe, tmp_path, proto, caffe.TEST)
@@ -231,11 +231,11 @@ def test_python_loss_rejects_miswired_bottoms(caffe, tmp_path):
     n.p = L.Input(shape=dict(dim=[1, 3, 4, 4]))
     n.t = L.Input(shape=dict(dim=[1, 3, 4, 4]))
     n.loss = L.Python(n.p, n.t, loss_weight=1, python_param=dict(
-        module="mrfnet.layers.scale_loss", layer="ScaleRefinementLoss", param_str='{"scales": 2}'))
+        module="netgen.layers.scale_loss", layer="ScaleRefinementLoss", param_str='{"scales": 2}'))
     path = tmp_path / "bad.prototxt"
     path.write_text(str(n.to_proto()))
     with pytest.raises(CaffeError, match="ScaleRefinementLoss"):
-        from mrfnet.caffe_env import run_isolated
+        from mrfnet.runtime.caffe_env import run_isolated
 
         run_isolated(_load_net, str(path), timeout=120)
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from mrfnet.plot_log import plot_run
+from mrfnet.train.caffe_log import plot_run
 
 
 @pytest.fixture(scope="module")
 def caffe_log(tmp_path_factory) -> Path:
-    from mrfnet.caffe_env import import_caffe
+    from mrfnet.runtime.caffe_env import import_caffe
 
     caffe = import_caffe()
     L = caffe.layers

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mrfnet import report
+from mrfnet.reproduce import report
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report_small"
 SECTIONS = ("## The paper's claims", "## Table I analogue", "## Headline: MRFNet", "## Table V analogue",
@@ -89,7 +89,7 @@ def test_a_folder_without_results_is_a_clear_error(tmp_path):
 def test_reproduce_quick_end_to_end(tmp_path):
     """The main job's few-minute version: every stage for real, then the report with numbers in each section."""
     from mrfnet.cli import main
-    from mrfnet.reproduce import QUICK, run_plan
+    from mrfnet.reproduce.job import QUICK, run_plan
 
     assert main(["reproduce", "--quick", "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path)]) == 0
     folder = tmp_path / "quick"

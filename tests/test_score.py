@@ -20,12 +20,16 @@ from scoring_helpers import (
     write_deploy,
 )
 
-from mrfnet import cli, montage
-from mrfnet.caffe_env import CaffeError
-from mrfnet.inference import Model, WeightsMismatch, check_weights, inspect_deploy
-from mrfnet.metrics import MetricOptions, psnr, ssim
-from mrfnet.score import FolderTestSet, LmdbTestSet, open_test_set, run_snapshots, score_model, score_run
-from mrfnet.table import make_table
+from mrfnet import cli
+from mrfnet.evaluate import montage
+from mrfnet.evaluate.metrics import MetricOptions, psnr, ssim
+from mrfnet.evaluate.scoring import score_model, score_run
+from mrfnet.evaluate.tables import make_table
+from mrfnet.evaluate.testsets import FolderTestSet, LmdbTestSet, open_test_set
+from mrfnet.infer.model import Model
+from mrfnet.infer.run_folder import run_snapshots
+from mrfnet.infer.weights import WeightsMismatch, check_weights, inspect_deploy
+from mrfnet.runtime.caffe_env import CaffeError
 
 
 @pytest.fixture(scope="module")

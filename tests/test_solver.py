@@ -7,8 +7,8 @@ import argparse
 import pytest
 from google.protobuf import text_format
 
-from mrfnet import solver as solver_module
-from mrfnet.solver import Schedule, write_solver
+from mrfnet.commands import solver as solver_module
+from mrfnet.train.schedule import Schedule, write_solver
 
 from conftest import REPO
 

@@ -8,7 +8,8 @@ import pytest
 from scoring_helpers import SMALLEST_VARIANT
 
 from mrfnet import cli
-from mrfnet.timing import caffe_cli, parse_caffe_time, parse_sizes, time_variants
+from mrfnet.analyze.timing import caffe_cli, parse_caffe_time, time_variants
+from netgen.sizes import parse_sizes
 
 CAFFE_TIME_LOG = """\
 I1127 05:40:01.000000  1234 caffe.cpp:404] *** Benchmark begins ***

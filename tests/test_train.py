@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from data_prep.records import encode_pair
-from mrfnet.inference import nonfinite_values, read_caffemodel
-from mrfnet.train import TrainingError, TrainOptions, loss_schedule, prepare_run, train
+from mrfnet.infer.weights import nonfinite_values, read_caffemodel
+from mrfnet.train.driver import TrainingError, TrainOptions, prepare_run, train
+from mrfnet.train.loss_schedule import loss_schedule
 
 SIDE = 24
 CROP = 16
@@ -260,7 +261,7 @@ def test_the_loss_schedules():
 
 def test_a_trained_checkpoint_beats_the_blurry_baseline(dataset, tmp_path):
     """Train briefly on one blur (5x5 box) and score held-out pairs of it: the output beats the blurred input."""
-    from mrfnet.score import score_run
+    from mrfnet.evaluate.scoring import score_run
 
     run_dir = prepare_run(_options(dataset, tmp_path / "run", iterations=60, snapshot_every=60, batch_size=4),
                           ["test"])
@@ -281,7 +282,7 @@ def test_gpus_are_refused_on_a_cpu_only_caffe(dataset, tmp_path, caplog):
 
 
 def test_val_every_writes_scores_that_agree_with_mrfnet_score(dataset, tmp_path):
-    from mrfnet.score import score_run
+    from mrfnet.evaluate.scoring import score_run
 
     run_dir = prepare_run(_options(dataset, tmp_path / "run", val_every=4), ["test"])
     train(run_dir)
@@ -296,7 +297,7 @@ def test_val_every_writes_scores_that_agree_with_mrfnet_score(dataset, tmp_path)
         assert float(row["val_psnr"]) == pytest.approx(result.psnr, abs=1e-4)
         assert float(row["val_ssim"]) == pytest.approx(result.ssim, abs=1e-4)
         assert float(row["val_gain_db"]) == pytest.approx(result.psnr - report.baseline["psnr"], abs=1e-3)
-    from mrfnet.plot_log import plot_run, read_validation
+    from mrfnet.train.caffe_log import plot_run, read_validation
 
     assert [row["iteration"] for row in read_validation(run_dir / "progress.csv")] == [4, 8]
     assert plot_run(run_dir).stat().st_size > 1000

@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from mrfnet.caffe_env import caffe_prefix, import_caffe, run_script_with_build
-from mrfnet.timing import describe_machine, machine_info, parse_sizes, size_label
+from mrfnet.runtime.caffe_env import caffe_prefix, import_caffe, run_script_with_build
+from mrfnet.runtime.machine import describe_machine, machine_info
+from netgen.sizes import parse_sizes, size_label
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANT = "mrfnet"
@@ -52,8 +53,8 @@ def numpy_sgemm_gflops(repeats: int = 5) -> float:
 
 
 def forward_macs(height: int, width: int) -> int:
+    from mrfnet.analyze.table1 import layer_table
     from netgen import build_deploy
-    from netgen.report import layer_table
 
     return sum(row.macs for row in layer_table(str(build_deploy(VARIANT, height=height, width=width,
                                                                 share_blobs=False))))
@@ -72,7 +73,7 @@ def _random_lmdb(path: Path) -> None:
 
 def measure(height: int, width: int, repeats: int, iterations: int) -> dict[str, Any]:
     """In this (child) process: forward seconds and training-step seconds of this build."""
-    from mrfnet.solver import Schedule, solver_parameter
+    from mrfnet.train.schedule import Schedule, solver_parameter
     from netgen import INPUT, build_deploy, build_train_val
 
     caffe = import_caffe()

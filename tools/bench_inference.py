@@ -26,9 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from mrfnet.caffe_env import caffe_prefix, import_caffe, run_script_with_build
-from mrfnet.inference import DEFAULT_OVERLAP, Model, lean_caffe, pad_to_stride, resolve_tile, tile_shape
-from mrfnet.timing import default_max_memory_gb, describe_machine, machine_info, parse_sizes, size_label
+from mrfnet.infer.memory import lean_caffe
+from mrfnet.infer.model import Model, resolve_tile
+from mrfnet.infer.tiling import DEFAULT_OVERLAP, pad_to_stride, tile_shape
+from mrfnet.runtime.caffe_env import caffe_prefix, import_caffe, run_script_with_build
+from mrfnet.runtime.machine import default_max_memory_gb, describe_machine, machine_info
+from netgen.sizes import parse_sizes, size_label
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 2**20

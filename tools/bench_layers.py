@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from mrfnet.caffe_env import caffe_prefix, import_caffe, run_script_with_build
-from mrfnet.timing import write_deploy
+from mrfnet.analyze.timing import write_deploy
+from mrfnet.runtime.caffe_env import caffe_prefix, import_caffe, run_script_with_build
 
 REPO = Path(__file__).resolve().parents[1]
 

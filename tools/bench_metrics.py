@@ -18,7 +18,7 @@ import numpy as np
 import skimage.data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from mrfnet.metrics import MetricOptions, psnr, ssim
+from mrfnet.evaluate.metrics import MetricOptions, psnr, ssim
 
 
 def best_time(function: Callable[[], float], repeats: int) -> tuple[float, float]:

@@ -17,7 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from mrfnet.train import TrainOptions, prepare_run, train
+from mrfnet.train.driver import TrainOptions, prepare_run, train
 from netgen.variants import VARIANTS
 
 SETTINGS = {"native": dict(loss="native"), "python loss": dict(loss="python"),

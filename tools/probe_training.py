@@ -28,14 +28,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep import blur as blur_recipe  # noqa: E402
-from data_prep.sources import embedded_items, read_image  # noqa: E402
-from mrfnet.caffe_env import import_caffe  # noqa: E402
+from data_prep.images import read_image  # noqa: E402
+from data_prep.sources import embedded_items  # noqa: E402
+from mrfnet.runtime.caffe_env import import_caffe
 
 caffe = import_caffe()
 from caffe import layers as L  # noqa: E402
 
-from mrfnet.layers import set_scale_loss_weights  # noqa: E402
-from netgen import blocks, network  # noqa: E402
+from netgen import blocks, names, network  # noqa: E402
+from netgen.layers import set_scale_loss_weights  # noqa: E402
 
 
 def photographs(split: str) -> list[np.ndarray]:
@@ -103,7 +104,7 @@ def tiny_network(n: caffe.NetSpec, blur) -> list:
     for index in range(1, 5):
         x = blocks.conv_relu(n, f"tiny{index}", x, 32, 3)
     correction = blocks.conv(n, "tiny_out", x, 3, 3, filler=network.OUTPUT_FILLER)
-    return [blocks.eltwise_sum(n, network.PREDICTION, correction, blur)]
+    return [blocks.eltwise_sum(n, names.PREDICTION, correction, blur)]
 
 
 def build_net(variant: str, batch: int, side: int, train: bool) -> str:
@@ -206,7 +207,7 @@ def main() -> int:
             chunk = blurs[start:start + 8]
             evaluator.blobs["blur"].reshape(*chunk.shape)
             evaluator.blobs["blur"].data[...] = chunk
-            out = evaluator.forward()[network.PREDICTION].copy()
+            out = evaluator.forward()[names.PREDICTION].copy()
             target = sharps[start:start + 8]
             gains += list(psnr(out, target) - psnr(chunk, target))
         return float(np.mean(gains))
@@ -236,7 +237,7 @@ def main() -> int:
         before = {name: blobs[0].data.copy() for name, blobs in params.items()} if measure else None
         grad_norms.clear()
         solver.step(1)
-        out = net.blobs[network.PREDICTION].data
+        out = net.blobs[names.PREDICTION].data
         loss_sum += float(np.mean((out - sharp) ** 2))
         ident_sum += float(np.mean((blur - sharp) ** 2))
         resid_sum += float(np.mean(np.abs(out - blur)))

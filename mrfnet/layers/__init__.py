@@ -1,5 +1,5 @@
-"""Python layers that Caffe loads by module name (python_param { module: "mrfnet.layers.<name>" })."""
+"""The old home of the Python layers, kept so that prototxt written before the move still load.
 
-from mrfnet.layers.loss_weights import SCALE_LOSS_TOPS, scale_loss_values, set_scale_loss_weights
-
-__all__ = ["SCALE_LOSS_TOPS", "scale_loss_values", "set_scale_loss_weights"]
+Run folders and prototxt generated before netgen.layers name ``mrfnet.layers.scale_loss`` and
+``mrfnet.layers.edge`` as their Python layers' modules; these modules re-export the classes.
+"""

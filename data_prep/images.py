@@ -1,0 +1,126 @@
+"""THE image reader, finder and folder pairer: data_prep, score and deblur read images through it.
+
+One rule for every reader (docs/architecture.md, "Images"): files are read as bytes and decoded by
+OpenCV (clear errors, any file name); 16-bit samples are rounded to 8 bits as x * 255 / 65535, half
+up; grey images are replicated to BGR (and remembered, so deblur writes grey back); an alpha channel
+is set aside (deblur writes it back unchanged). Datasets (data-prep's pairs, score's folders) refuse
+transparent pixels: their colour is not what anyone sees. Outputs are PNG only (lossless).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used as it is; the message names the file."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An image as the nets take it (H x W x 3 uint8 BGR), what it was converted from, and its alpha."""
+
+    bgr: np.ndarray
+    alpha: np.ndarray | None = None
+    grey: bool = False
+    notes: tuple[str, ...] = ()
+
+
+def load_image(path: str | Path) -> LoadedImage:
+    """Read any 8/16-bit grey, BGR or BGRA image file; :class:`ImageError` naming the file if it cannot be used."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # not cv2.imread: clear errors, any file name
+    except OSError as exc:
+        raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ImageError(f"cannot read image {path}: not decodable (empty, corrupt or truncated file)")
+    notes = []
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        notes.append("16-bit rounded to 8-bit")
+    elif image.dtype != np.uint8:
+        raise ImageError(f"image {path} has {image.dtype} samples; only 8- and 16-bit images are supported")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        notes.append("grayscale replicated to BGR")
+        return LoadedImage(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), grey=True, notes=tuple(notes))
+    if image.shape[2] == 4:
+        notes.append("alpha set aside")
+        return LoadedImage(np.ascontiguousarray(image[:, :, :3]), alpha=image[:, :, 3].copy(), notes=tuple(notes))
+    if image.shape[2] != 3:
+        raise ImageError(f"image {path} has {image.shape[2]} channels; expected 1, 3 or 4")
+    return LoadedImage(image, notes=tuple(notes))
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """A dataset image as H x W x 3 uint8 BGR and the conversions it needed; transparent pixels are refused."""
+    image = load_image(path)
+    if image.alpha is not None and image.alpha.min() < 255:
+        raise ImageError(f"image {path} has transparent pixels; flatten it onto a background first")
+    notes = [note if note != "alpha set aside" else "opaque alpha dropped" for note in image.notes]
+    return image.bgr, notes
+
+
+def write_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write a PNG (lossless: outputs are never saved as JPEG), creating its folder; OSError if it fails."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: images are written as PNG only (lossless), not {path.suffix or 'no suffix'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"OpenCV could not encode {path}")
+    encoded.tofile(path)  # not cv2.imwrite: any file name, and a failure raises
+    return path
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the file's header, without decoding its pixels."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL reports bad headers with all three
+        raise ImageError(f"cannot read image {path}: {exc}") from exc
+    return height, width
+
+
+def item_name(relative: str) -> str:
+    """A record name from a relative path: suffix dropped, folders joined with '_' (no '/' in keys)."""
+    return Path(relative).with_suffix("").as_posix().replace("/", "_")
+
+
+def find_images(folder: Path) -> dict[str, Path]:
+    """Image files under ``folder`` by relative POSIX path, sorted; an error if there are none."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no folder {folder}")
+    found = {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*"))
+             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()}
+    if not found:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    names: dict[str, str] = {}
+    for relative in found:
+        other = names.setdefault(item_name(relative), relative)
+        if other != relative:
+            raise ValueError(f"{folder / other} and {folder / relative} would get the same record name")
+    return found
+
+
+def match_pairs(blur: dict[str, Path], sharp: dict[str, Path]) -> list[tuple[str, Path, Path]]:
+    """(relative path, blur file, sharp file) for files present on both sides; any other is an error."""
+    unmatched = ([f"{path} (no blurred partner)" for relative, path in sharp.items() if relative not in blur]
+                 + [f"{path} (no sharp partner)" for relative, path in blur.items() if relative not in sharp])
+    if unmatched:
+        more = f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else ""
+        raise ValueError(f"{len(unmatched)} image(s) without a partner of the same relative path: "
+                         f"{', '.join(unmatched[:10])}{more}")
+    return [(relative, blur[relative], sharp[relative]) for relative in sharp]

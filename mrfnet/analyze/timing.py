@@ -1,0 +1,412 @@
+"""Timing and memory of the variants' forward passes and training steps, each measured in a child process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrfnet.infer.memory import MemoryEstimate, memory_estimate, pixels_for_budget
+from mrfnet.infer.tiling import DEFAULT_OVERLAP, AutoTile, predict
+from mrfnet.infer.weights import read_prototxt
+from mrfnet.runtime.caffe_env import import_caffe, run_isolated
+from mrfnet.runtime.device import set_mode
+from mrfnet.runtime.machine import _status_kb, default_max_memory_gb, describe_machine, machine_info
+from netgen import build_deploy
+from netgen.sizes import size_label
+from netgen.variants import STRIDE
+
+log = logging.getLogger(__name__)
+
+
+DEFAULT_SIZES = ((256, 256), (720, 1280))  # (height, width)
+
+
+DEFAULT_MEMORY_BATCHES = (1, 8, 16)
+
+
+DEFAULT_MEMORY_SIDE = 256
+
+
+MB = 2**20
+
+
+HEADROOM_BYTES = 2 * 2**30  # address space allowed above the counted memory before a child is stopped
+
+
+CHILD_TIMEOUT_S = 3600.0
+
+
+FORWARD = re.compile(r"Average Forward pass: ([\d.eE+-]+) ms")
+
+
+FORWARD_BACKWARD = re.compile(r"Average Forward-Backward: ([\d.eE+-]+) ms")
+
+
+def _limit_address_space(extra_bytes: int) -> None:
+    """Cap this process's address space at its current size + ``extra_bytes``: an underestimate fails
+    with an allocation error in this process instead of driving a shared machine out of memory."""
+    limit = _status_kb("VmSize") * 1024 + extra_bytes
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard == resource.RLIM_INFINITY or limit < hard:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _measure(prototxt: str, *, repeats: int, warmup: int, max_bytes: int, train: bool, overlap: int,
+             gpu: int | None, image_size: tuple[int, int] | None = None, count_only: bool = False) -> dict[str, Any]:
+    """In a child: build the net, count its memory, and (if it fits) time it and read the peak RSS.
+
+    With ``image_size`` the prototxt's input is one tile, and what is timed is tiled inference of a
+    random image of that (height, width); a warm-up is then one tile's forward pass, which is all
+    a warm-up does (Caffe allocates on the first pass at a shape). (A net is never built large and
+    reshaped smaller: Caffe keeps a blob's largest size and would allocate it on first use.)
+    ``count_only``: count the memory and stop (nothing is run).
+    """
+    caffe = import_caffe()
+
+    set_mode(caffe, gpu)
+    rss_before = _status_kb("VmRSS") * 1024
+    net = caffe.Net(prototxt, caffe.TEST)
+    estimate = memory_estimate(net, read_prototxt(prototxt))
+    needed = estimate.training if train else estimate.total
+    result: dict[str, Any] = {"estimate": asdict(estimate), "needed": needed}
+    if count_only:
+        result["skipped"] = "counted only"
+        return result
+    if needed > max_bytes:
+        result["skipped"] = f"needs {needed / 2**30:.1f} GB counted, above the {max_bytes / 2**30:.1f} GB limit"
+        return result
+    _limit_address_space(needed + HEADROOM_BYTES)
+    shape = net.blobs["blur"].data.shape
+    rng = np.random.default_rng(0)
+    outputs = list(net.outputs)
+    if image_size is not None:
+        image = rng.integers(0, 256, (*image_size, 3), dtype=np.uint8)
+        result["tile"] = size_label(shape[2], shape[3])
+
+        def run() -> None:
+            predict(net, image, tile=(shape[2], shape[3]), overlap=overlap)
+    else:
+        net.blobs["blur"].data[...] = rng.random(shape, dtype=np.float32)
+
+        def run() -> None:
+            net.forward()
+            if train:
+                for name in outputs:
+                    net.blobs[name].diff[...] = 1e-3
+                net.backward()
+            for name in outputs:
+                np.array(net.blobs[name].data)  # read the outputs back, as a caller would
+    warm_up = net.forward if image_size is not None else run
+    for _ in range(warmup):
+        warm_up()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    result["seconds"] = times
+    result["peak_rss"] = _status_kb("VmHWM") * 1024
+    result["rss_above_start"] = result["peak_rss"] - rss_before
+    return result
+
+
+def caffe_cli() -> str | None:
+    """The `caffe` tool beside this Python (tools/install_caffe.sh links it there), or on PATH."""
+    beside = Path(sys.executable).parent / "caffe"
+    return str(beside) if beside.is_file() else shutil.which("caffe")
+
+
+def parse_caffe_time(text: str) -> dict[str, float]:
+    """Milliseconds from `caffe time`'s log: forward (per pass) and forward_backward (per iteration)."""
+    found = {}
+    for key, pattern in (("forward_ms", FORWARD), ("forward_backward_ms", FORWARD_BACKWARD)):
+        matches = pattern.findall(text)
+        if matches:
+            found[key] = float(matches[-1])
+    return found
+
+
+def run_caffe_time(prototxt: str, *, iterations: int, max_bytes: int, gpu: int | None = None,
+                   timeout: float = CHILD_TIMEOUT_S) -> dict[str, Any]:
+    """Run `caffe time` on ``prototxt``; parsed times, peak RSS (wait4) and the command, or an error."""
+    tool = caffe_cli()
+    if tool is None:
+        return {"error": "no caffe tool beside this Python or on PATH"}
+    command = [tool, "time", f"-model={prototxt}", f"-iterations={iterations}"]
+    if gpu is not None:
+        command.append(f"-gpu={gpu}")
+    # idle OpenMP threads spin briefly, then sleep, as pycaffe has them (docs/architecture.md, "Caffe's CPU threads")
+    spin = {} if "OMP_WAIT_POLICY" in os.environ else {"GOMP_SPINCOUNT": "20000"}
+    env = {**spin, **os.environ, "GLOG_minloglevel": "0", "GLOG_logtostderr": "1"}
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (max_bytes + HEADROOM_BYTES, resource.RLIM_INFINITY))
+
+    with tempfile.TemporaryFile() as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=limit)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                process.kill()
+                _, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.05)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        log_file.seek(0)
+        text = log_file.read().decode(errors="replace")
+    result: dict[str, Any] = {"command": " ".join(command), "peak_rss": usage.ru_maxrss * 1024,
+                              **parse_caffe_time(text)}
+    if process.returncode != 0 or "forward_ms" not in result:
+        tail = [line for line in text.splitlines() if line[:1] in "EF"][-3:] or text.splitlines()[-3:]
+        result["error"] = f"caffe time exited with {process.returncode}: " + " | ".join(tail)
+    return result
+
+
+@dataclass
+class Measurement:
+    """One variant at one input shape: inference (batch 1) or training (forward + backward) memory."""
+
+    variant: str
+    kind: str  # "inference" or "training"
+    height: int
+    width: int
+    batch: int
+    counted_mb: float  # Caffe's allocation counted from the net
+    seconds_mean: float | None = None
+    seconds_std: float | None = None
+    repeats: int = 0
+    tile: str | None = None  # inference timed with tiles of this size, WxH (the whole image did not fit)
+    peak_rss_mb: float | None = None
+    rss_above_start_mb: float | None = None
+    caffe_time: dict[str, Any] = field(default_factory=dict)
+    skipped: str | None = None
+
+
+@dataclass
+class TimingReport:
+    """Per-variant inference times and training memory, with the machine they were measured on.
+
+    Unpacks as ``timing, memory, timing_note, memory_note`` (what `mrfnet reproduce` reports):
+    timing[variant]["WxH"] = mean seconds per image, memory[variant][batch] = counted training MB.
+    """
+
+    machine: dict[str, Any]
+    measurements: list[Measurement]
+    settings: dict[str, Any]
+
+    @property
+    def timing(self) -> dict[str, dict[str, float]]:
+        table: dict[str, dict[str, float]] = {}
+        for m in self.measurements:
+            if m.kind == "inference" and m.seconds_mean is not None:
+                table.setdefault(m.variant, {})[size_label(m.height, m.width)] = m.seconds_mean
+        return table
+
+    @property
+    def memory(self) -> dict[str, dict[int, float]]:
+        table: dict[str, dict[int, float]] = {}
+        for m in self.measurements:
+            if m.kind == "training":
+                table.setdefault(m.variant, {})[m.batch] = m.counted_mb
+        return table
+
+    @property
+    def memory_rss(self) -> dict[str, dict[int, float]]:
+        """memory[variant][batch] = peak RSS MB of the training pass, where it was run."""
+        table: dict[str, dict[int, float]] = {}
+        for m in self.measurements:
+            if m.kind == "training" and m.peak_rss_mb is not None:
+                table.setdefault(m.variant, {})[m.batch] = m.peak_rss_mb
+        return table
+
+    @property
+    def timing_note(self) -> str:
+        tiled = [f"{m.variant} {size_label(m.height, m.width)} in {m.tile} tiles" for m in self.measurements
+                 if m.kind == "inference" and m.tile]
+        note = (f"Wall clock per image (batch 1) on {describe_machine(self.machine)}: mean of "
+                f"{self.settings['repeats']} forward passes after {self.settings['warmup']} warm-up, output read back.")
+        if tiled:
+            note += (f" Too large for {self.settings['max_memory_gb']} GB whole, so timed as `mrfnet deblur` runs "
+                     f"them: {', '.join(tiled)} (overlap {self.settings['overlap']}; a warm-up is one tile).")
+        return note
+
+    @property
+    def memory_note(self) -> str:
+        return ("Training memory (forward + backward, batch on "
+                f"{size_label(self.settings['memory_side'], self.settings['memory_side'])} inputs) as Caffe allocates "
+                "it: activations and parameters with their diffs, the shared im2col workspace and "
+                "max-pooling masks, counted from the net (what a GPU build without cuDNN holds); "
+                + ("peak RSS where the machine could run it." if self.settings.get("run_training", True)
+                   else "counted only, not run."))
+
+    def __iter__(self):  # timing, memory, timing_note, memory_note = time_variants(...)
+        return iter((self.timing, self.memory, self.timing_note, self.memory_note))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"machine": self.machine, "settings": self.settings,
+                "measurements": [asdict(m) for m in self.measurements],
+                "timing": self.timing,
+                "memory": {variant: {str(b): mb for b, mb in table.items()} for variant, table in self.memory.items()},
+                "memory_rss": {variant: {str(b): mb for b, mb in table.items()}
+                               for variant, table in self.memory_rss.items()},
+                "timing_note": self.timing_note, "memory_note": self.memory_note}
+
+    def to_markdown(self) -> str:
+        lines = [f"Machine: {describe_machine(self.machine)}.", "", "### Inference time (Table IV analogue)", ""]
+        sizes = list(dict.fromkeys(size_label(m.height, m.width) for m in self.measurements if m.kind == "inference"))
+        lines += [_row(["variant", *[f"{s} pycaffe (s)" for s in sizes], *[f"{s} caffe time (ms)" for s in sizes],
+                        *[f"{s} counted (MB)" for s in sizes], *[f"{s} peak RSS (MB)" for s in sizes]]),
+                  _row(["---"] * (1 + 4 * len(sizes)))]
+        for variant in dict.fromkeys(m.variant for m in self.measurements):
+            cells = {size_label(m.height, m.width): m for m in self.measurements
+                     if m.variant == variant and m.kind == "inference"}
+            lines.append(_row([variant, *[_seconds(cells.get(s)) for s in sizes],
+                               *[_caffe_ms(cells.get(s), "forward_ms") for s in sizes],
+                               *[_mb(cells[s].counted_mb if s in cells else None) for s in sizes],
+                               *[_mb(cells[s].peak_rss_mb if s in cells else None) for s in sizes]]))
+        lines += ["", self.timing_note, "", "### Training memory (Table III analogue)", ""]
+        batches = list(dict.fromkeys(m.batch for m in self.measurements if m.kind == "training"))
+        if batches:
+            lines += [_row(["variant", *[f"batch {b} counted (MB)" for b in batches],
+                            *[f"batch {b} peak RSS (MB)" for b in batches],
+                            *[f"batch {b} caffe time F-B (ms)" for b in batches]]),
+                      _row(["---"] * (1 + 3 * len(batches)))]
+            for variant in dict.fromkeys(m.variant for m in self.measurements):
+                cells = {m.batch: m for m in self.measurements if m.variant == variant and m.kind == "training"}
+                lines.append(_row([variant, *[_mb(cells[b].counted_mb if b in cells else None) for b in batches],
+                                   *[_mb(cells[b].peak_rss_mb if b in cells else None) for b in batches],
+                                   *[_caffe_ms(cells.get(b), "forward_backward_ms") for b in batches]]))
+            lines += ["", self.memory_note]
+        skipped = [f"{m.variant} {m.kind} {size_label(m.height, m.width)} batch {m.batch}: {m.skipped}"
+                   for m in self.measurements if m.skipped]
+        if skipped:
+            lines += ["", "Not run whole: " + "; ".join(skipped) + "."]
+        return "\n".join(lines) + "\n"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _seconds(m: Measurement | None) -> str:
+    if m is None or m.seconds_mean is None:
+        return "-"
+    text = f"{m.seconds_mean:.3f} ± {m.seconds_std:.3f}"
+    return text + (f" (tiles {m.tile})" if m.tile else "")
+
+
+def _caffe_ms(m: Measurement | None, key: str) -> str:
+    return f"{m.caffe_time[key]:.1f}" if m is not None and key in m.caffe_time else "-"
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def write_deploy(variant: str, height: int, width: int, batch: int, folder: Path, train: bool) -> str:
+    """A deploy net of ``variant`` at this size in ``folder``; ``train``: with force_backward, for a backward pass."""
+
+    net = build_deploy(variant, height=height, width=width, batch_size=batch, share_blobs=not train)
+    net.force_backward = train
+    path = folder / f"{variant}_{width}x{height}_b{batch}{'_train' if train else ''}.prototxt"
+    path.write_text(str(net))
+    return str(path)
+
+
+def _measurement(variant: str, kind: str, height: int, width: int, batch: int, raw: dict[str, Any]) -> Measurement:
+    estimate = MemoryEstimate(**raw["estimate"])
+    counted = (estimate.training if kind == "training" else estimate.total) / MB
+    m = Measurement(variant, kind, height, width, batch, counted_mb=round(counted, 1), skipped=raw.get("skipped"),
+                    tile=raw.get("tile"))
+    if "seconds" in raw:
+        m.seconds_mean, m.seconds_std = float(np.mean(raw["seconds"])), float(np.std(raw["seconds"]))
+        m.repeats = len(raw["seconds"])
+        m.peak_rss_mb = round(raw["peak_rss"] / MB, 1)
+        m.rss_above_start_mb = round(raw["rss_above_start"] / MB, 1)
+    return m
+
+
+def _time_tiled(variant: str, height: int, width: int, whole: dict[str, Any], folder: Path, tile_gb: float,
+                common: dict[str, Any]) -> dict[str, Any]:
+    """Time an image too large to run whole as `mrfnet deblur` runs it: in tiles that fit ``tile_gb``."""
+    estimate = MemoryEstimate(**whole["estimate"])
+    per_pixel = (estimate.total - estimate.parameters) / (height * width)
+    auto = AutoTile(pixels_for_budget(per_pixel, estimate.parameters, tile_gb), common["overlap"])
+    padded = [max(STRIDE, -(-side // STRIDE) * STRIDE) for side in (height, width)]
+    shape = auto.shape_for(*padded) or padded
+    log.info("%s at %s: %s; timing %s tiles", variant, size_label(height, width), whole["skipped"],
+             size_label(*shape))
+    prototxt = write_deploy(variant, shape[0], shape[1], 1, folder, train=False)
+    tiled = run_isolated(_measure, prototxt, train=False, image_size=(height, width), timeout=CHILD_TIMEOUT_S,
+                         **common)
+    reason = f"whole image needs {estimate.total / 2**30:.2f} GB counted"
+    if "skipped" in tiled:
+        reason += f", and {size_label(*shape)} tiles {tiled['skipped'].split(', ')[0]}"
+    else:
+        reason += f", timed in {size_label(*shape)} tiles"
+    return {**tiled, "estimate": whole["estimate"], "skipped": reason}
+
+
+def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES, repeats: int = 3,
+                  warmup: int = 1, memory_batches: Sequence[int] = DEFAULT_MEMORY_BATCHES,
+                  memory_side: int = DEFAULT_MEMORY_SIDE, max_memory_gb: float | None = None,
+                  tile_memory_gb: float | None = None, overlap: int = DEFAULT_OVERLAP,
+                  caffe_time: bool = True, gpu: int | None = None, run_training: bool = True) -> TimingReport:
+    """Time each variant at each (height, width) and count its training memory at each batch size.
+
+    Inference that does not fit ``max_memory_gb`` (default: half the memory available) is timed
+    with tiles that fit ``tile_memory_gb`` (default: the same); training memory that does not fit,
+    or all of it without ``run_training``, is counted only (no forward/backward pass, no peak RSS).
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError("repeats must be at least 1 and warmup at least 0")
+    max_gb = max_memory_gb if max_memory_gb is not None else default_max_memory_gb()
+    max_bytes = int(max_gb * 2**30)
+    tile_gb = min(max_gb, tile_memory_gb if tile_memory_gb is not None else max_gb)
+    machine = machine_info(gpu)
+    measurements = []
+    common = dict(repeats=repeats, warmup=warmup, max_bytes=max_bytes, overlap=overlap, gpu=gpu)
+    with tempfile.TemporaryDirectory(prefix="mrfnet-time-") as tmp:
+        folder = Path(tmp)
+        for variant in variants:
+            for height, width in sizes:
+                prototxt = write_deploy(variant, height, width, 1, folder, train=False)
+                raw = run_isolated(_measure, prototxt, train=False, timeout=CHILD_TIMEOUT_S, **common)
+                if "skipped" in raw:
+                    raw = _time_tiled(variant, height, width, raw, folder, tile_gb, common)
+                m = _measurement(variant, "inference", height, width, 1, raw)
+                if caffe_time and m.tile is None:
+                    m.caffe_time = run_caffe_time(prototxt, iterations=repeats, max_bytes=max_bytes, gpu=gpu)
+                log.info("%s %s: %s s per image, %.0f MB counted", variant, size_label(height, width),
+                         f"{m.seconds_mean:.3f}" if m.seconds_mean is not None else "-", m.counted_mb)
+                measurements.append(m)
+            for batch in memory_batches:
+                prototxt = write_deploy(variant, memory_side, memory_side, batch, folder, train=True)
+                raw = run_isolated(_measure, prototxt, train=True, timeout=CHILD_TIMEOUT_S,
+                                   count_only=not run_training, **common)
+                m = _measurement(variant, "training", memory_side, memory_side, batch, raw)
+                if caffe_time and m.skipped is None:
+                    m.caffe_time = run_caffe_time(prototxt, iterations=repeats, max_bytes=max_bytes, gpu=gpu)
+                log.info("%s training batch %d: %.0f MB counted, peak RSS %s MB", variant, batch, m.counted_mb,
+                         f"{m.peak_rss_mb:.0f}" if m.peak_rss_mb is not None else "- (not run)")
+                measurements.append(m)
+    settings = dict(sizes=[list(s) for s in sizes], repeats=repeats, warmup=warmup,
+                    memory_batches=list(memory_batches), memory_side=memory_side, max_memory_gb=max_gb,
+                    tile_memory_gb=tile_gb, overlap=overlap, caffe_time=caffe_time, run_training=run_training)
+    return TimingReport(machine, measurements, settings)

@@ -1,0 +1,60 @@
+"""`mrfnet deblur`: deblur your own images with a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+from mrfnet.commands.options import add_inference_arguments, parse_tile
+from mrfnet.infer.deblur import deblur_paths, plan_outputs
+from mrfnet.infer.model import Model
+from mrfnet.infer.run_folder import SNAPSHOT_DIR, resolve_model
+from mrfnet.reproduce.job import main_job_model
+
+log = logging.getLogger(__name__)
+
+
+def default_model() -> Path:
+    """The main job's headline run folder; FileNotFoundError naming the command that makes it."""
+    run_dir = main_job_model()
+    if not any((run_dir / SNAPSHOT_DIR).glob("*_iter_*.caffemodel")):
+        raise FileNotFoundError(f"no --model given and no trained main-job model at {run_dir}: run "
+                                "`bash tools/bootstrap.sh demo` (or `mrfnet reproduce`) first, "
+                                "or pass --model RUN_DIR|MODEL.caffemodel")
+    return run_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = plan_outputs(args.input, args.output)
+    model_path = args.model if args.model is not None else default_model()
+    with tempfile.TemporaryDirectory(prefix="mrfnet-deblur-") as tmp:
+        source = resolve_model(model_path, deploy=args.deploy, variant=args.variant, work_dir=Path(tmp),
+                               last_only=True)
+        iteration, weights = source.snapshots[-1]
+        log.info("model %s%s, deploy %s", weights, f" (iteration {iteration})" if iteration is not None else "",
+                 source.deploy)
+        model = Model(source.deploy, weights, gpu=args.gpu)
+        written, failed = deblur_paths(model, plan, tile=parse_tile(args.tile), overlap=args.overlap,
+                                       max_memory_gb=args.max_memory_gb)
+    print(f"{len(written)} of {len(plan)} image(s) written" + (f" to {written[0]}" if len(plan) == 1 else
+                                                               f" under {Path(args.output)}"))
+    if failed:
+        print(f"{len(failed)} could not be read: " + ", ".join(str(source) for source, _ in failed[:5])
+              + (", ..." if len(failed) > 5 else ""))
+        return 1
+    return 0
+
+
+def setup_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("deblur", help="deblur an image or a folder of images (any size, tiled)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", metavar="IN", type=Path, help="an image or a folder of images")
+    parser.add_argument("output", metavar="OUT", type=Path, help="output .png, or a folder")
+    parser.add_argument("--model", help="a run folder (its latest snapshot) or a .caffemodel (default: the main "
+                        "job's MRFNet, from `mrfnet reproduce`)")
+    parser.add_argument("--deploy", type=Path, help="deploy prototxt (default: the run's, or generated for --variant)")
+    parser.add_argument("--variant", help="variant whose deploy net netgen generates, for a bare caffemodel")
+    add_inference_arguments(parser)
+    parser.set_defaults(run=run)

@@ -1,0 +1,64 @@
+"""`mrfnet time`: seconds and memory per variant and size."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mrfnet.analyze.timing import DEFAULT_MEMORY_BATCHES, DEFAULT_MEMORY_SIDE, time_variants
+from mrfnet.commands.argtypes import non_negative_int, positive_float, positive_int
+from mrfnet.infer.tiling import DEFAULT_OVERLAP
+from netgen import VARIANTS
+from netgen.sizes import parse_sizes
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, not {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+
+    variants = args.variants or list(VARIANTS)
+    report = time_variants(variants, sizes=parse_sizes(args.sizes), repeats=args.repeats, warmup=args.warmup,
+                           memory_batches=args.memory_batches, memory_side=args.memory_side,
+                           max_memory_gb=args.max_memory_gb, tile_memory_gb=args.tile_memory_gb,
+                           overlap=args.overlap, caffe_time=not args.no_caffe_time, gpu=args.gpu)
+    markdown = report.to_markdown()
+    print(markdown)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "timing.md").write_text(markdown)
+        (args.out / "timing.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        print(f"written to {args.out / 'timing.md'} and timing.json")
+    return 0
+
+
+def setup_parser(subparsers: argparse._SubParsersAction) -> None:
+
+    parser = subparsers.add_parser("time", help="inference time and training memory of each variant (Tables III, IV)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="VARIANT",
+                        help=f"which variants (default: all of {', '.join(VARIANTS)})")
+    parser.add_argument("--sizes", default="256x256,1280x720",
+                        help="inference sizes, WIDTHxHEIGHT, comma-separated (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed passes per size (default: %(default)s)")
+    parser.add_argument("--warmup", type=non_negative_int, default=1,
+                        help="untimed passes first (default: %(default)s)")
+    parser.add_argument("--memory-batches", type=_ints, default=list(DEFAULT_MEMORY_BATCHES),
+                        help="batch sizes of the training-memory table (default: 1,8,16)")
+    parser.add_argument("--memory-side", type=positive_int, default=DEFAULT_MEMORY_SIDE,
+                        help="square input side of the training-memory table (default: %(default)s, the paper's crop)")
+    parser.add_argument("--max-memory-gb", type=positive_float,
+                        help="largest counted memory run whole (default: half the memory available now)")
+    parser.add_argument("--tile-memory-gb", type=positive_float,
+                        help="budget of the tiles used when a size does not fit (default: --max-memory-gb)")
+    parser.add_argument("--overlap", type=non_negative_int, default=DEFAULT_OVERLAP,
+                        help="tile overlap (default: %(default)s)")
+    parser.add_argument("--no-caffe-time", action="store_true", help="skip Caffe's own `caffe time` runs")
+    parser.add_argument("--gpu", type=non_negative_int, help="GPU id (needs a CUDA build of Caffe; default: CPU)")
+    parser.add_argument("--out", type=Path, help="folder for timing.md and timing.json (default: print only)")
+    parser.set_defaults(run=run)

@@ -1,0 +1,345 @@
+"""Scoring a model, or every snapshot of a run, on a test set: per-image PSNR/SSIM, montages, summary."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from data_prep.images import write_png
+from mrfnet.evaluate import montage as montage_module
+from mrfnet.evaluate.metrics import MetricOptions, psnr, ssim
+from mrfnet.evaluate.testsets import TestSet, open_test_set
+from mrfnet.infer.model import Model, resolve_tile
+from mrfnet.infer.run_folder import ModelSource, iteration_of, resolve_model
+from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB, DEFAULT_OVERLAP, AutoTile, Tile
+from mrfnet.infer.weights import WeightsMismatch
+
+log = logging.getLogger(__name__)
+
+
+DEFAULT_MONTAGE_LIMIT = 16
+
+
+SUMMARY = "summary.json"
+
+
+CONTACT_SHEET = "contact_sheet.png"
+
+
+@dataclass
+class ImageScore:
+    name: str
+    height: int
+    width: int
+    psnr: float
+    ssim: float
+    blur_psnr: float
+    blur_ssim: float
+    seconds: float
+
+
+@dataclass
+class ModelScore:
+    """One caffemodel on the test set: per-image rows and their means."""
+
+    caffemodel: str
+    iteration: int | None
+    parameters: int
+    images: list[ImageScore] = field(repr=False)
+    psnr: float = math.nan
+    ssim: float = math.nan
+    seconds: float = 0.0
+    out_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.images:
+            self.psnr = float(np.mean([row.psnr for row in self.images]))
+            self.ssim = float(np.mean([row.ssim for row in self.images]))
+            self.seconds = float(sum(row.seconds for row in self.images))
+
+
+@dataclass
+class ScoreReport:
+    """What `mrfnet score` found: every scored snapshot, the blurry baseline, and how it was measured."""
+
+    label: str
+    kind: str  # "model" or "run"
+    variant: str | None
+    deploy: str
+    test_set: dict[str, Any]
+    metrics: dict[str, Any]
+    tiling: dict[str, Any]
+    baseline: dict[str, float]
+    results: list[ModelScore]
+    created: str = field(default_factory=lambda: datetime.datetime.now().isoformat(timespec="seconds"))
+    skipped: list[dict[str, str]] = field(default_factory=list)  # snapshots of a run that could not be scored
+
+    @property
+    def last(self) -> ModelScore:
+        return self.results[-1]
+
+    @property
+    def best(self) -> ModelScore:
+        return max(self.results, key=lambda result: result.psnr)
+
+    @property
+    def mean(self) -> dict[str, float]:
+        """PSNR and SSIM of the last (or only) snapshot."""
+        return {"psnr": self.last.psnr, "ssim": self.last.ssim}
+
+    @property
+    def montage(self) -> Path | None:
+        """The contact sheet of the last snapshot, if montages were made."""
+        if self.last.out_dir is None:
+            return None
+        sheet = Path(self.last.out_dir) / CONTACT_SHEET
+        return sheet if sheet.is_file() else None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for result in data["results"]:
+            result.pop("images")
+        return data
+
+
+def _rgb(bgr: np.ndarray) -> np.ndarray:
+    return bgr[..., ::-1]
+
+
+def safe_name(name: str) -> Path:
+    """A test-set name as a relative file path (folders kept; '..' and absolute parts refused)."""
+    path = Path(name)
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"image name {name!r} cannot be used as a file name")
+    return path
+
+
+def _montage_indices(count: int, limit: int) -> set[int]:
+    if limit <= 0 or count == 0:
+        return set()
+    return {int(round(i)) for i in np.linspace(0, count - 1, num=min(limit, count))}
+
+
+class _Scorer:
+    """Scores snapshots of one deploy net on one test set; caches the blurry baseline between snapshots."""
+
+    def __init__(self, source: ModelSource, test_set: TestSet, *, metrics: MetricOptions, tile: int | str,
+                 overlap: int, max_memory_gb: float, limit: int | None, gpu: int | None) -> None:
+        self.source, self.test_set, self.metrics = source, test_set, metrics
+        self.overlap, self.limit = overlap, limit
+        self.model = Model(source.deploy, gpu=gpu)
+        self.tile = resolve_tile(self.model, tile, overlap, max_memory_gb)
+        self.baseline: dict[str, tuple[float, float]] = {}
+        self.fingerprint = hashlib.sha1()
+        self.count = 0
+
+    def score(self, iteration: int | None, weights: Path, out_dir: Path | None, *, save_images: bool,
+              montage: bool, montage_limit: int) -> ModelScore:
+        self.model.load_weights(weights)
+        total = len(self.test_set) if self.limit is None else min(self.limit, len(self.test_set))
+        if total < 1:
+            raise ValueError(f"nothing to score: the limit is {self.limit}")
+        chosen = _montage_indices(total, montage_limit) if montage else set()
+        montages: list[tuple[str, np.ndarray]] = []
+        rows = []
+        first_pass = not self.baseline
+        label = f"iter {iteration}" if iteration is not None else weights.name
+        bar = tqdm(self.test_set, total=total, desc=f"score {label}", unit="image")
+        for index, (name, blur, sharp) in enumerate(bar):
+            if index >= total:
+                break
+            start = time.perf_counter()
+            output = self.model.deblur(blur, tile=self.tile, overlap=self.overlap)
+            seconds = time.perf_counter() - start
+            out_rgb, sharp_rgb = _rgb(output), _rgb(sharp)
+            if name not in self.baseline:
+                blur_rgb = _rgb(blur)
+                self.baseline[name] = (psnr(sharp_rgb, blur_rgb, self.metrics), ssim(sharp_rgb, blur_rgb, self.metrics))
+            if first_pass:
+                for chunk in (name.encode(), np.asarray(blur.shape, np.int64).tobytes(), blur.tobytes(),
+                              sharp.tobytes()):
+                    self.fingerprint.update(chunk)
+            blur_psnr, blur_ssim = self.baseline[name]
+            row = ImageScore(name, blur.shape[0], blur.shape[1], psnr(sharp_rgb, out_rgb, self.metrics),
+                             ssim(sharp_rgb, out_rgb, self.metrics), blur_psnr, blur_ssim, seconds)
+            rows.append(row)
+            bar.set_postfix(psnr=f"{row.psnr:.2f}")
+            if out_dir is not None and save_images:
+                write_png(out_dir / "images" / safe_name(name).with_suffix(".png"), output)
+            if out_dir is not None and index in chosen:
+                image = montage_module.make_montage(blur, output, sharp, psnr_blur=blur_psnr, psnr_output=row.psnr)
+                write_png(out_dir / "montages" / safe_name(name).with_suffix(".png"), image)
+                montages.append((name, image))
+        bar.close()
+        if first_pass:
+            self.count = len(rows)
+        result = ModelScore(str(weights), iteration, self.model.parameters, rows,
+                            out_dir=str(out_dir) if out_dir else None)
+        if out_dir is not None:
+            write_image_csv(rows, out_dir / "images.csv")
+            if montages:
+                write_png(out_dir / CONTACT_SHEET, montage_module.contact_sheet(montages))
+        log.info("%s: PSNR %.3f dB, SSIM %.4f over %d images (blurry input: %.3f dB, %.4f)", label, result.psnr,
+                 result.ssim, len(rows), *self.baseline_means())
+        return result
+
+    def baseline_means(self) -> tuple[float, float]:
+        values = list(self.baseline.values())
+        return float(np.mean([v[0] for v in values])), float(np.mean([v[1] for v in values]))
+
+    def test_set_info(self) -> dict[str, Any]:
+        return {"name": self.test_set.name, "source": self.test_set.source, "images": self.count,
+                "fingerprint": self.fingerprint.hexdigest()}
+
+
+def tiling_info(tile: Tile, overlap: int) -> dict[str, Any]:
+    """How images were cut, for summary.json."""
+    if isinstance(tile, AutoTile):
+        return {"tile": "auto", "max_pixels": tile.max_pixels, "overlap": overlap}
+    return {"tile": tile, "overlap": overlap}
+
+
+def write_image_csv(rows: Sequence[ImageScore], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(ImageScore.__dataclass_fields__))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: (f"{value:.6f}" if isinstance(value, float) else value)
+                             for key, value in asdict(row).items()})
+
+
+def _score(source: ModelSource, test_set: TestSet, *, kind: str, out_dir: str | Path | None, label: str | None,
+           metrics: MetricOptions, save_images: bool, montage: bool, montage_limit: int, tile: int | str,
+           overlap: int, max_memory_gb: float, limit: int | None, gpu: int | None) -> ScoreReport:
+    out = Path(out_dir) if out_dir is not None else None
+    scorer = _Scorer(source, test_set, metrics=metrics, tile=tile, overlap=overlap, max_memory_gb=max_memory_gb,
+                     limit=limit, gpu=gpu)
+    results, skipped = [], []
+    for position, (iteration, weights) in enumerate(source.snapshots):
+        last = position == len(source.snapshots) - 1
+        folder = out if out is None or kind == "model" else out / f"iter_{iteration}"
+        try:
+            results.append(scorer.score(iteration, weights, folder, save_images=save_images and last,
+                                        montage=montage and last, montage_limit=montage_limit))
+        except WeightsMismatch as exc:  # unreadable, of another net, or diverged: score the others of a run
+            if kind == "model":
+                raise
+            log.warning("skipping snapshot %s: %s", weights, exc)
+            skipped.append({"caffemodel": str(weights), "reason": str(exc)})
+    if not results:
+        raise ValueError(f"none of the {len(skipped)} snapshots of {source.run_dir} could be scored (each is named "
+                         "above with why)")
+    blur_psnr, blur_ssim = scorer.baseline_means()
+    default_label = (source.run_dir.name if source.run_dir else Path(source.snapshots[0][1]).stem)
+    report = ScoreReport(label=label or default_label, kind=kind, variant=source.variant, deploy=str(source.deploy),
+                         test_set=scorer.test_set_info(), metrics=asdict(metrics),
+                         tiling=tiling_info(scorer.tile, overlap),
+                         baseline={"psnr": blur_psnr, "ssim": blur_ssim}, results=results, skipped=skipped)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / SUMMARY).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        if kind == "run":
+            write_iteration_csv(report, out / "score.csv")
+            plot_iterations(report, out / "score.png")
+    return report
+
+
+def score_model(deploy: str | Path, weights: str | Path, test_set: TestSet | None = None, *,
+                test_lmdb: str | Path | None = None, blur_dir: str | Path | None = None,
+                sharp_dir: str | Path | None = None, out_dir: str | Path | None = None, label: str | None = None,
+                variant: str | None = None, metrics: MetricOptions | None = None, save_images: bool = False,
+                montage: bool = False, montage_limit: int = DEFAULT_MONTAGE_LIMIT, tile: int | str = "auto",
+                overlap: int = DEFAULT_OVERLAP, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
+                limit: int | None = None, gpu: int | None = None) -> ScoreReport:
+    """Score one caffemodel with ``deploy`` on a test set; writes images.csv and summary.json to ``out_dir``.
+
+    The test set is ``test_set``, or opened from ``test_lmdb`` or ``blur_dir`` + ``sharp_dir``.
+    """
+    test_set = test_set or open_test_set(test_lmdb=test_lmdb, blur_dir=blur_dir, sharp_dir=sharp_dir)
+    source = ModelSource(Path(deploy), [(iteration_of(Path(weights)), Path(weights))], variant)
+    return _score(source, test_set, kind="model", out_dir=out_dir, label=label, metrics=metrics or MetricOptions(),
+                  save_images=save_images, montage=montage, montage_limit=montage_limit, tile=tile, overlap=overlap,
+                  max_memory_gb=max_memory_gb, limit=limit, gpu=gpu)
+
+
+def score_run(run_dir: str | Path, test_set: TestSet | None = None, *, test_lmdb: str | Path | None = None,
+              blur_dir: str | Path | None = None, sharp_dir: str | Path | None = None,
+              out_dir: str | Path | None = None, deploy: str | Path | None = None, label: str | None = None,
+              metrics: MetricOptions | None = None,
+              save_images: bool = False, montage: bool = False, montage_limit: int = DEFAULT_MONTAGE_LIMIT,
+              tile: int | str = "auto", overlap: int = DEFAULT_OVERLAP, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
+              limit: int | None = None, last_only: bool = False, gpu: int | None = None) -> ScoreReport:
+    """Score every snapshot of a run folder in iteration order (``out_dir`` defaults to RUN/score)."""
+    test_set = test_set or open_test_set(test_lmdb=test_lmdb, blur_dir=blur_dir, sharp_dir=sharp_dir)
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    out = Path(out_dir) if out_dir is not None else run_dir / "score"
+    source = resolve_model(run_dir, deploy=deploy, work_dir=out, last_only=last_only)
+    return _score(source, test_set, kind="run", out_dir=out, label=label, metrics=metrics or MetricOptions(),
+                  save_images=save_images,
+                  montage=montage, montage_limit=montage_limit, tile=tile, overlap=overlap,
+                  max_memory_gb=max_memory_gb, limit=limit, gpu=gpu)
+
+
+def write_iteration_csv(report: ScoreReport, path: Path) -> None:
+    """score.csv of a run: one row per snapshot, with the blurry baseline repeated for plotting."""
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["iteration", "psnr", "ssim", "blur_psnr", "blur_ssim", "images", "caffemodel"])
+        for result in report.results:
+            writer.writerow([result.iteration, f"{result.psnr:.6f}", f"{result.ssim:.6f}",
+                             f"{report.baseline['psnr']:.6f}", f"{report.baseline['ssim']:.6f}", len(result.images),
+                             result.caffemodel])
+
+
+def plot_iterations(report: ScoreReport, path: Path) -> None:
+    """PSNR and SSIM against iteration, the blurry input's as a dashed line (Agg, fixed style)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    iterations = [r.iteration if r.iteration is not None else i for i, r in enumerate(report.results)]
+    with plt.style.context("default"):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+        for axis, metric, unit in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
+            axis.plot(iterations, [getattr(r, metric) for r in report.results], marker="o", color="tab:blue",
+                      linewidth=1.5, label=report.label)
+            axis.axhline(report.baseline[metric], color="gray", linestyle="--", linewidth=1.2, label="blurry input")
+            axis.set(xlabel="iteration", ylabel=unit, title=f"{unit} on {report.test_set['name']}")
+            axis.grid(True, alpha=0.3)
+            axis.legend(fontsize=8)
+        fig.suptitle(f"{report.label}: SSIM {report.metrics['ssim']}"
+                     f"{', Y channel' if report.metrics['y_channel'] else ', RGB'}"
+                     f"{', crop ' + str(report.metrics['crop_border']) if report.metrics['crop_border'] else ''}",
+                     fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+
+def load_summary(path: str | Path) -> dict[str, Any]:
+    """A summary.json written by `mrfnet score` (or the folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SUMMARY
+    if not path.is_file():
+        raise FileNotFoundError(f"no {SUMMARY} at {path} (score a model with `mrfnet score` first)")
+    data = json.loads(path.read_text())
+    if "results" not in data or "test_set" not in data:
+        raise ValueError(f"{path} is not a summary written by `mrfnet score`")
+    return data

@@ -1,0 +1,371 @@
+"""The training driver: a self-contained run folder, its solver children supervised, progress logged, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import multiprocessing
+import shlex
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from data_prep.records import count_records, smallest_side
+from mrfnet.infer.run_folder import BEST_MODEL, BEST_RECORD, SNAPSHOT_DIR, iteration_of, latest_caffemodel
+from mrfnet.infer.weights import check_finite, read_caffemodel
+from mrfnet.runtime.caffe_env import CaffeError, child_environment, glog_failure, import_caffe, run_isolated
+from mrfnet.runtime.device import probe_gpu
+from mrfnet.runtime.doctor import _probe_caffe
+from mrfnet.train.loss_schedule import loss_schedule
+from mrfnet.train.schedule import HALVE_EVERY_EPOCHS, Schedule, write_solver
+from mrfnet.train.snapshots import TrainingError, learned_net, resumable_solverstate
+from mrfnet.train.validation import COLUMNS as VAL_COLUMNS
+from mrfnet.train.validation import check_val_every, write_json_atomic
+from mrfnet.train.worker import SolveJob, solve
+from netgen import EdgeOptions, build_deploy, build_train_val
+
+log = logging.getLogger(__name__)
+
+
+DEFAULT_DATA = Path("data/embedded")
+
+
+@dataclass
+class TrainOptions:
+    """Everything that defines a run; saved as options.json in the run folder."""
+
+    variant: str
+    data: str
+    run_dir: str
+    batch_size: int = 16
+    crop_size: int = 256
+    epochs: float = 50
+    iterations: int | None = None
+    base_lr: float = 1e-4
+    halve_every_epochs: float = HALVE_EVERY_EPOCHS
+    snapshot_every: int | None = None
+    loss: str = "native"
+    loss_schedule: str = "coarse-to-fine"
+    gpus: list[int] = field(default_factory=list)
+    seed: int = 0
+    weights: str | None = None
+    edge: bool = False
+    edge_alpha_at: float = 0.5
+    val_every: int | None = None
+    val_limit: int | None = None
+
+
+@dataclass
+class TrainResult:
+    status: str  # "finished" or "stopped"
+    iteration: int
+    snapshot: Path | None
+    seconds: float
+
+
+def _schedule(options: TrainOptions, records: int) -> Schedule:
+    gpus = max(1, len(options.gpus))
+    schedule = Schedule(records=records, batch_size=options.batch_size, gpus=gpus, epochs=options.epochs,
+                        halve_every_epochs=options.halve_every_epochs)
+    if options.iterations:
+        schedule = Schedule(records=records, batch_size=options.batch_size, gpus=gpus,
+                            epochs=options.iterations / schedule.iterations_per_epoch,
+                            halve_every_epochs=options.halve_every_epochs)
+    if options.snapshot_every:
+        schedule = Schedule(**{**asdict(schedule),
+                               "snapshot_every_epochs": options.snapshot_every / schedule.iterations_per_epoch})
+    return schedule
+
+
+def _check_gpus(gpus: list[int]) -> None:
+    if not gpus:
+        return
+
+    try:
+        run_isolated(probe_gpu, timeout=120)
+    except CaffeError as exc:
+        raise ValueError(f"--gpus needs a Caffe built with CUDA; this one is not ({exc}). "
+                         "Train on the CPU by leaving out --gpus.") from exc
+    if len(gpus) > 1 and not run_isolated(_probe_caffe, timeout=120)["nccl"]:
+        raise ValueError("several GPUs need a Caffe built with NCCL (USE_NCCL=ON)")
+
+
+def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
+    """Create the run folder with its options and generated prototxt; refuse an existing one."""
+
+    run_dir = Path(options.run_dir)
+    if run_dir.exists():
+        raise FileExistsError(f"run folder {run_dir} exists: continue it with --resume, or choose another --run-dir")
+    data = Path(options.data)
+    train_lmdb, val_lmdb = data / "train_lmdb", data / "val_lmdb"
+    if not train_lmdb.is_dir():
+        raise FileNotFoundError(f"no training LMDB at {train_lmdb} (build one with `mrfnet data-prep`)")
+    if options.weights:
+        if not Path(options.weights).is_file():
+            raise FileNotFoundError(f"--weights {options.weights} does not exist")
+        check_finite(read_caffemodel(options.weights), options.weights)  # truncated or diverged: refused here
+    if not 0 <= options.edge_alpha_at <= 1:
+        raise ValueError(f"--edge-alpha-at is a fraction of the run in [0, 1], got {options.edge_alpha_at}")
+    loss_schedule(options.loss_schedule, 1)  # reject a malformed schedule before any work
+    check_val_every(options.val_every, val_lmdb, options.val_limit)
+    side = smallest_side(train_lmdb)
+    if options.crop_size > side:  # Caffe's Data layer would abort on it
+        raise ValueError(f"--crop-size {options.crop_size} is larger than the training records ({side} pixels "
+                         f"on their short side): choose --crop-size {side} or less, or rebuild with a larger "
+                         "--patch-size")
+    schedule = _schedule(options, count_records(train_lmdb))
+
+    # Everything is written into a hidden sibling first and renamed into place at the end, so a failure
+    # part-way leaves no half-made run folder (the generated files name the final folder).
+    partial = run_dir.parent / f".{run_dir.name}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    (partial / SNAPSHOT_DIR).mkdir(parents=True)
+    try:
+        stored = TrainOptions(**{**asdict(options), "data": str(data.resolve())})  # --data on resume overrides it
+        (partial / "options.json").write_text(json.dumps(asdict(stored), indent=2) + "\n")
+        (partial / "command.txt").write_text(shlex.join(argv) + "\n")
+        net = build_train_val(options.variant, train_source=str(train_lmdb.resolve()),
+                              val_source=str(val_lmdb.resolve()), batch_size=schedule.batch_per_gpu,
+                              crop_size=options.crop_size, loss=options.loss,
+                              edge=EdgeOptions() if options.edge else None)
+        (partial / "train_val.prototxt").write_text(str(net))
+        (partial / "deploy.prototxt").write_text(
+            str(build_deploy(options.variant, height=options.crop_size, width=options.crop_size)))
+        val_records = count_records(val_lmdb) if val_lmdb.is_dir() else 0
+        schedule = Schedule(**{**asdict(schedule), "val_records": val_records})
+        # paths relative to the run folder, so it can be moved or copied; train() resolves them at each start
+        write_solver(partial / "solver.prototxt", schedule, net="train_val.prototxt",
+                     snapshot_prefix=f"{SNAPSHOT_DIR}/{options.variant}", base_lr=options.base_lr, seed=options.seed,
+                     gpu=bool(options.gpus))
+        partial.rename(run_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    log.info("run %s: %d records, batch %d (%d per GPU x %d), %d iterations/epoch, max_iter %d",
+             run_dir, schedule.records, schedule.batch_size, schedule.batch_per_gpu, schedule.gpus,
+             schedule.iterations_per_epoch, schedule.max_iter)
+    return run_dir
+
+
+def load_options(run_dir: Path) -> TrainOptions:
+    path = run_dir / "options.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no options.json)")
+    return TrainOptions(**json.loads(path.read_text()))
+
+
+class _ProgressLog:
+    """progress.csv (one row per iteration, val columns filled where validation ran), best.json, the tqdm bar."""
+
+    def __init__(self, run_dir: Path, start: int, total: int, batch_size: int, validate: bool) -> None:
+        path = run_dir / "progress.csv"
+        new = not path.exists() or not self._keep_rows_up_to(path, start)
+        self._run_dir = run_dir
+        self._file = path.open("a", newline="")
+        self._writer = csv.writer(self._file)
+        self._new = new
+        self._validate = validate
+        self._batch_size = batch_size
+        self._bar = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True, desc="train")
+        self._last = (time.monotonic(), start)
+        self._val_note = ""
+
+    @staticmethod
+    def _keep_rows_up_to(path: Path, start: int) -> bool:
+        """Cut progress.csv back to its header and the rows up to ``start``, where a resumed run carries on
+        (the rows after it are written again); False when it has no header (removed: it starts anew)."""
+        lines = [line for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
+        if not lines or not lines[0].startswith("iteration,"):
+            log.warning("%s has no header: writing it anew", path)
+            path.unlink()
+            return False
+        rows = [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= start]
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(lines[0] + "".join(rows))
+        partial.replace(path)
+        return True
+
+    def update(self, info: dict[str, Any]) -> None:
+        losses = info["losses"]
+        val_columns = list(VAL_COLUMNS) if self._validate else []
+        if self._new:
+            weights = [f"weight_{k}" for k in losses if k.startswith("loss_r")]
+            self._writer.writerow(["iteration", "wall_time", "lr", *losses, *weights, *val_columns])
+            self._new = False
+        now = time.monotonic()
+        val = info.get("val")
+        self._writer.writerow([info["iteration"], f"{time.time():.3f}", info["lr"], *losses.values(),
+                               *info["weights"], *(f"{val[c]:.4f}" if val else "" for c in val_columns)])
+        self._file.flush()  # a killed parent still leaves every row it was told about
+        if val:
+            self._val_note = f" val={val['val_psnr']:.2f}dB({val['val_gain_db']:+.2f})"
+            if val["best"]:
+                best = {"iteration": info["iteration"], **{k: v for k, v in val.items() if k != "best"},
+                        "caffemodel": f"{SNAPSHOT_DIR}/{BEST_MODEL}"}
+                write_json_atomic(self._run_dir / BEST_RECORD, best)
+        images_per_s = (info["iteration"] - self._last[1]) * self._batch_size / max(now - self._last[0], 1e-9)
+        self._last = (now, info["iteration"])
+        self._bar.set_postfix_str(" ".join(f"{k}={v:.4g}" for k, v in losses.items())
+                                  + f" lr={info['lr']:.2e} img/s={images_per_s:.1f}" + self._val_note)
+        self._bar.update(info["iteration"] - self._bar.n)
+
+    def close(self) -> None:
+        self._bar.close()
+        self._file.close()
+
+
+def _runtime_files(run_dir: Path, options: TrainOptions, restore: Path | None,
+                   folder: Path) -> tuple[Path, Path | None]:
+    """Solver, train_val and (to resume) solverstate for this start, in ``folder``, with absolute paths.
+
+    The run folder's own files name paths relative to it and the LMDBs of options.json, so the folder can
+    be moved and its data too; a solverstate names its caffemodel by the path it was written at, so a
+    moved folder's one is pointed at where the caffemodel is now.
+    """
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+
+    run_dir = run_dir.resolve()
+    net = text_format.Parse((run_dir / "train_val.prototxt").read_text(), caffe_pb2.NetParameter())
+    data = Path(options.data)
+    for layer in net.layer:
+        if layer.type == "Data":
+            phases = {rule.phase for rule in layer.include}
+            layer.data_param.source = str(data / ("val_lmdb" if caffe_pb2.TEST in phases else "train_lmdb"))
+    (folder / "train_val.prototxt").write_text(str(net))
+    solver = text_format.Parse((run_dir / "solver.prototxt").read_text(), caffe_pb2.SolverParameter())
+    solver.net = str(folder / "train_val.prototxt")
+    solver.snapshot_prefix = str(run_dir / solver.snapshot_prefix)  # an absolute prefix (an older run) stays
+    (folder / "solver.prototxt").write_text(str(solver))
+    if restore is None:
+        return folder / "solver.prototxt", None
+    state = caffe_pb2.SolverState()
+    state.ParseFromString(restore.read_bytes())
+    state.learned_net = str(learned_net(restore, state.learned_net))
+    (folder / restore.name).write_bytes(state.SerializeToString())
+    return folder / "solver.prototxt", folder / restore.name
+
+
+def train(run_dir: Path, *, resume: bool = False, data: Path | None = None) -> TrainResult:
+    """Solve the run in ``run_dir`` to its max_iter (or until stopped); resume from its last solverstate.
+
+    ``data`` (with ``resume``) is where the run's LMDBs are now, if they moved; it is stored in options.json.
+    """
+    options = load_options(run_dir)
+    if data is not None:
+        if not (Path(data) / "train_lmdb").is_dir():
+            raise FileNotFoundError(f"no training LMDB at {Path(data) / 'train_lmdb'}")
+        options = TrainOptions(**{**asdict(options), "data": str(Path(data).resolve())})
+        write_json_atomic(run_dir / "options.json", asdict(options))
+    _check_gpus(options.gpus)
+    import_caffe()
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+
+    if not (run_dir / "solver.prototxt").is_file():
+        raise FileNotFoundError(f"{run_dir} was not fully created (no solver.prototxt): remove it and start the run "
+                                "again without --resume")
+    solver_param = text_format.Parse((run_dir / "solver.prototxt").read_text(), caffe_pb2.SolverParameter())
+    restore = resumable_solverstate(run_dir) if resume else None
+    if resume and restore is None:
+        log.warning("no solverstate in %s yet: starting from iteration 0", run_dir / SNAPSHOT_DIR)
+    start = iteration_of(restore) if restore else 0
+    schedule = loss_schedule(options.loss_schedule, solver_param.max_iter)
+    gpus = options.gpus
+    nccl_uid = None
+    if len(gpus) > 1:
+        import caffe
+
+        nccl_uid = caffe.NCCL.new_uid()  # the parent owns NCCL's bootstrap root, as in python/train.py
+    best = json.loads((run_dir / BEST_RECORD).read_text()) if (restore and (run_dir / BEST_RECORD).is_file()) else None
+    here = run_dir.resolve()
+    with tempfile.TemporaryDirectory(prefix="mrfnet-train-") as tmp:
+        solver_path, state_path = _runtime_files(run_dir, options, restore, Path(tmp))
+        jobs = [SolveJob(solver_path=str(solver_path), log_path=str(here / "caffe.log"),
+                         loss_schedule=schedule, edge_alpha_from=round(options.edge_alpha_at * solver_param.max_iter),
+                         restore=str(state_path) if state_path else None,
+                         weights=None if restore else options.weights, gpus=gpus, rank=rank, nccl_uid=nccl_uid,
+                         val_every=options.val_every, val_lmdb=str(Path(options.data) / "val_lmdb"),
+                         val_limit=options.val_limit,
+                         deploy_path=str(here / "deploy.prototxt"),
+                         best_path=str(here / SNAPSHOT_DIR / BEST_MODEL),
+                         best_psnr=best["val_psnr"] if best else None)
+                for rank in range(max(1, len(gpus)))]
+        log.info("training %s from iteration %d to %d on %s", options.variant, start, solver_param.max_iter,
+                 f"GPUs {gpus}" if gpus else "the CPU")
+        return _supervise(run_dir, jobs, start, solver_param.max_iter, options.batch_size, bool(options.val_every))
+
+
+def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, batch_size: int,
+               validate: bool) -> TrainResult:
+    context = multiprocessing.get_context("spawn")
+    processes, connections = [], []
+    for job in jobs:
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=solve, args=(job, sender), name=f"solver-rank{job.rank}")
+        with child_environment(GLOG_minloglevel="0"):  # every glog line into caffe.log: read once, at import
+            process.start()
+        sender.close()
+        processes.append(process)
+        connections.append(receiver)
+
+    stop_signals: list[int] = []
+
+    def forward_signal(signum: int, _frame: Any) -> None:
+        log.warning("signal %s: the solver snapshots, then stops", signal.Signals(signum).name)
+        stop_signals.append(signum)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: the child's handler snapshots and exits
+
+    previous = {s: signal.signal(s, forward_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    progress = _ProgressLog(run_dir, start, max_iter, batch_size, validate)
+    began = time.monotonic()
+    outcome: tuple[str, dict] | None = None
+    try:
+        open_connections = list(connections)
+        while open_connections:
+            for conn in wait(open_connections):
+                try:
+                    kind, info = conn.recv()
+                except EOFError:
+                    open_connections.remove(conn)
+                    continue
+                if kind == "progress":
+                    progress.update(info)
+                elif kind in ("finished", "stopped", "nonfinite") and conn is connections[0]:
+                    outcome = (kind, info)
+                elif kind == "nonfinite":
+                    outcome = outcome or (kind, info)
+        for process in processes:
+            process.join()
+    finally:
+        progress.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    seconds = time.monotonic() - began
+    snapshot = latest_caffemodel(run_dir, finite_only=outcome is not None and outcome[0] == "nonfinite")
+    if outcome is None and stop_signals and all(p.exitcode == -signal.SIGTERM for p in processes):
+        # stopped before the solver could take over its signals (while it was still starting up)
+        log.info("stopped before the first iteration; latest snapshot %s", snapshot)
+        return TrainResult(status="stopped", iteration=start, snapshot=snapshot, seconds=seconds)
+    if outcome is None:
+        failure = glog_failure((run_dir / "caffe.log").read_text(errors="replace"))
+        codes = [p.exitcode for p in processes]
+        raise CaffeError(f"the solver process died (exit codes {codes}); from {run_dir / 'caffe.log'}:\n{failure}")
+    kind, info = outcome
+    if kind == "nonfinite":
+        raise TrainingError(f"the loss became non-finite at iteration {info['iteration']} ({info['losses']}); "
+                            f"training stopped; last good snapshot: {snapshot or 'none yet'}. "
+                            "Lower --base-lr or check the data.")
+    log.info("%s at iteration %d after %.1f s; latest snapshot %s", kind, info["iteration"], seconds, snapshot)
+    return TrainResult(status=kind, iteration=info["iteration"], snapshot=snapshot, seconds=seconds)

@@ -1,0 +1,70 @@
+"""Which solverstate a resume starts from: the newest pair that parses, fits the net and is finite."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from mrfnet.infer.run_folder import SNAPSHOT_DIR, snapshot_files
+from mrfnet.infer.weights import check_weights, inspect_deploy
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on a non-finite loss or a failed child process."""
+
+
+
+def learned_net(state_path: Path, learned_net: str) -> Path:
+    """The caffemodel a solverstate names: where it was written, or beside the solverstate if the folder moved."""
+    named = Path(learned_net)
+    if not named.is_absolute():
+        named = state_path.parents[1] / named
+    beside = state_path.parent / named.name
+    return named if named.is_file() or not beside.is_file() else beside
+
+
+def _snapshot_problem(state_path: Path, param_shapes: dict[str, list[tuple[int, ...]]]) -> str | None:
+    """Why the solverstate and its caffemodel cannot be resumed from (Caffe would abort), or None."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf.message import DecodeError
+
+    state = caffe_pb2.SolverState()
+    try:
+        state.ParseFromString(state_path.read_bytes())
+    except DecodeError as exc:
+        return f"the solverstate cannot be parsed ({exc}): truncated or damaged"
+    if not state.history:
+        return "the solverstate holds no solver history"
+    if any(not np.isfinite(np.asarray(blob.data, dtype=np.float64)).all() for blob in state.history):
+        return "the solverstate's history holds non-finite values"
+    model = learned_net(state_path, state.learned_net)
+    if not model.is_file():
+        return f"its caffemodel {model} does not exist"
+    try:
+        check_weights(model, param_shapes, deploy=state_path.parents[1] / "deploy.prototxt")
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def resumable_solverstate(run_dir: Path) -> Path | None:
+    """The newest solverstate whose pair (solverstate + caffemodel) parses, fits the run's net and is finite.
+
+    Newer ones that fail are skipped with a warning naming why: a run resumes from its newest good snapshot
+    instead of aborting in Caffe on a damaged one.
+    """
+    states = snapshot_files(run_dir, ".solverstate")
+    if not states:
+        return None
+    param_shapes = inspect_deploy(run_dir / "deploy.prototxt").param_shapes
+    for state in states:
+        problem = _snapshot_problem(state, param_shapes)
+        if problem is None:
+            return state
+        log.warning("skipping snapshot %s: %s", state.name, problem)
+    raise TrainingError(f"no snapshot in {run_dir / SNAPSHOT_DIR} can be resumed from (each is named above with "
+                        "why); remove the run folder to train again from the start")

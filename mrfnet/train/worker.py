@@ -1,0 +1,169 @@
+"""The solving loop that runs in each training child process (one per GPU, or one on the CPU).
+
+It is the python/train.py pattern (one process per GPU joined by caffe.NCCL), with the solver
+type honoured (caffe.get_solver, not SGDSolver), a loop of single steps so the parent sees
+progress, the loss-weight schedule applied between steps, a NaN/inf guard, and SIGINT/SIGTERM
+turned into a snapshot before exiting. Messages to the parent go through a Pipe.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mrfnet.runtime.caffe_env import import_caffe
+from mrfnet.train.loss_schedule import weights_at
+from mrfnet.train.validation import Validator, is_better, save_best
+from netgen.layers import scale_loss_values, set_scale_loss_weights
+from netgen.layers.edge_state import set_edge_alpha, train_discriminators
+from netgen.names import EDGE_LOSS_TOPS
+
+PROGRESS_EVERY = 1  # iterations between progress messages to the parent
+
+
+@dataclass
+class SolveJob:
+    """What one training child needs; picklable, built by mrfnet.train."""
+
+    solver_path: str
+    log_path: str
+    loss_schedule: list[tuple[int, list[float]]]  # (first iteration, per-scale weights), sorted
+    edge_alpha_from: int = 0  # iteration from which the edge branch reads refined instead of blurred input
+    restore: str | None = None
+    weights: str | None = None
+    gpus: list[int] = field(default_factory=list)
+    rank: int = 0
+    nccl_uid: Any = None
+    val_every: int | None = None  # validate on val_lmdb every this many iterations (rank 0 only)
+    val_lmdb: str | None = None
+    val_limit: int | None = None
+    deploy_path: str | None = None
+    best_path: str | None = None  # where the weights of the best val PSNR so far are kept
+    best_psnr: float | None = None  # the best val PSNR of the run so far (a resumed run carries it on)
+
+
+class _StopRequest:
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._set)
+
+    def _set(self, signum: int, _frame: Any) -> None:
+        self.signal = signum
+
+
+def _data_layer_index(net: Any) -> int:
+    return next(i for i, layer in enumerate(net.layers) if layer.type == "Data")
+
+
+def _fast_forward_data(net: Any, iterations: int) -> None:
+    """Consume the batches an interrupted run already used, so a resumed run sees the same data.
+
+    Caffe's solverstate holds weights, Adam moments and the iteration, but not the Data layer's
+    cursor or its crop/mirror RNG; both are seeded from random_seed at net set-up, so running
+    only the Data layer once per past iteration puts them where the uninterrupted run had them.
+    """
+    end = net._layer_names[_data_layer_index(net)]
+    for _ in range(iterations):
+        net.forward(end=end)
+
+
+def _setup_caffe(caffe: Any, job: SolveJob) -> None:
+    if job.gpus:
+        caffe.set_device(job.gpus[job.rank])
+        caffe.set_mode_gpu()
+        caffe.set_solver_count(len(job.gpus))
+        caffe.set_solver_rank(job.rank)
+        caffe.set_multiprocess(True)
+    else:
+        caffe.set_mode_cpu()
+
+
+def solve(job: SolveJob, conn: Any) -> None:
+    """Run the solver to max_iter, or until a stop signal or a non-finite loss; report to ``conn``."""
+    log_fd = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 2)  # Caffe's own log (glog on stderr) goes to the run folder
+    stop = _StopRequest()
+    caffe = import_caffe()
+
+    _setup_caffe(caffe, job)
+    param = _solver_parameter(job.solver_path)  # pycaffe's solver.param exposes only a few fields
+    solver = caffe.get_solver(job.solver_path)
+    if job.restore:
+        solver.restore(job.restore)
+        _fast_forward_data(solver.net, solver.iter)
+    elif job.weights:
+        solver.net.copy_from(job.weights)
+    if job.gpus and len(job.gpus) > 1:
+        nccl = caffe.NCCL(solver, job.nccl_uid)
+        nccl.bcast()
+        solver.add_callback(nccl)
+        if param.layer_wise_reduce:
+            solver.net.after_backward(nccl)
+    leader = job.rank == 0
+    max_iter = param.max_iter
+    validator = None
+    if leader and job.val_every:
+        validator = Validator(caffe, job.deploy_path, solver.net, job.val_lmdb, limit=job.val_limit)
+    best_psnr = job.best_psnr
+    conn.send(("start", {"iteration": solver.iter, "max_iter": max_iter}))
+    weights = edge_alpha = None
+    edge_tops = [top for top in EDGE_LOSS_TOPS if top in solver.net.blobs]  # none without --edge
+    while solver.iter < max_iter and stop.signal is None:
+        wanted = weights_at(job.loss_schedule, solver.iter)
+        if wanted != weights:
+            set_scale_loss_weights(solver.net, wanted)
+            weights = wanted
+        alpha = 1.0 if solver.iter >= job.edge_alpha_from else 0.0
+        if alpha != edge_alpha:
+            set_edge_alpha(solver.net, alpha)
+            edge_alpha = alpha
+        solver.step(1)
+        train_discriminators(solver.net)  # the edge GAN's alternating step; nothing without --edge
+        losses = {**scale_loss_values(solver.net), **_edge_loss_values(solver.net, edge_tops)}
+        if not all(math.isfinite(v) for v in losses.values()):
+            conn.send(("nonfinite", {"iteration": solver.iter, "losses": losses}))
+            return  # no snapshot: the weights are already poisoned; the last periodic one stands
+        val = None
+        if validator is not None and (solver.iter % job.val_every == 0 or solver.iter == max_iter):
+            score = validator.score()
+            val = {**score.columns(), "blur_psnr": score.blur_psnr, "blur_ssim": score.blur_ssim,
+                   "images": score.images, "best": is_better(score.psnr, best_psnr)}
+            if val["best"]:
+                best_psnr = score.psnr
+                save_best(solver.net, Path(job.best_path))
+        if leader and (solver.iter % PROGRESS_EVERY == 0 or val is not None):
+            info = {"iteration": solver.iter, "losses": losses, "weights": weights,
+                    "lr": _learning_rate(param, solver.iter)}
+            if val is not None:
+                info["val"] = val
+            conn.send(("progress", info))
+    snapshot_every = param.snapshot
+    if leader and not (snapshot_every and solver.iter % snapshot_every == 0):
+        solver.snapshot()  # Caffe snapshots at multiples of `snapshot`; this covers a stop or the end
+    reason = "stopped" if stop.signal is not None else "finished"
+    conn.send((reason, {"iteration": solver.iter, "signal": stop.signal}))
+
+
+def _edge_loss_values(net: Any, tops: list[str]) -> dict[str, float]:
+    """The edge branch's loss tops (weighted, as Caffe sums them)."""
+    return {top: net.blobs[top].data.item() * net.blobs[top].diff.item() for top in tops}
+
+
+def _solver_parameter(path: str) -> Any:
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+
+    with open(path) as file:
+        return text_format.Parse(file.read(), caffe_pb2.SolverParameter())
+
+
+def _learning_rate(param: Any, iteration: int) -> float:
+    """The `step` policy's rate used by the step just taken (pycaffe does not expose Caffe's)."""
+    if param.lr_policy != "step":
+        return param.base_lr
+    return param.base_lr * param.gamma ** ((iteration - 1) // param.stepsize)
