@@ -115,12 +115,22 @@ def find_images(folder: Path) -> dict[str, Path]:
     return found
 
 
+def image_key(relative: str) -> str:
+    """What pairs a blurred file with its sharp partner: the relative path without its suffix (a.png, a.jpg)."""
+    return Path(relative).with_suffix("").as_posix()
+
+
 def match_pairs(blur: dict[str, Path], sharp: dict[str, Path]) -> list[tuple[str, Path, Path]]:
-    """(relative path, blur file, sharp file) for files present on both sides; any other is an error."""
-    unmatched = ([f"{path} (no blurred partner)" for relative, path in sharp.items() if relative not in blur]
-                 + [f"{path} (no sharp partner)" for relative, path in blur.items() if relative not in sharp])
+    """(sharp relative path, blur file, sharp file) for files present on both sides, paired by
+    :func:`image_key` (find_images has made keys unique per side); any file without a partner is an error."""
+    blur_by_key = {image_key(relative): path for relative, path in blur.items()}
+    sharp_keys = {image_key(relative) for relative in sharp}
+    unmatched = ([f"{path} (no blurred partner)" for relative, path in sharp.items()
+                  if image_key(relative) not in blur_by_key]
+                 + [f"{path} (no sharp partner)" for relative, path in blur.items()
+                    if image_key(relative) not in sharp_keys])
     if unmatched:
         more = f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else ""
         raise ValueError(f"{len(unmatched)} image(s) without a partner of the same relative path: "
                          f"{', '.join(unmatched[:10])}{more}")
-    return [(relative, blur[relative], sharp[relative]) for relative in sharp]
+    return [(relative, blur_by_key[image_key(relative)], path) for relative, path in sharp.items()]

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from mrfnet.runtime.caffe_env import CaffeError, CaffeNotAvailable
+from mrfnet.runtime.caffe_env import CaffeError, CaffeNotAvailable, quiet_glog
 
 # Modules with a `setup_parser(subparsers)`, one per command, in the order `--help` lists them.
 COMMANDS = tuple(f"mrfnet.commands.{name}" for name in (
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("GLOG_minloglevel", "2")  # before any command module imports caffe: glog reads it once
+    quiet_glog(os.environ)  # before any command module imports caffe
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

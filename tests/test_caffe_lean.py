@@ -289,7 +289,7 @@ def test_a_shared_net_refuses_backward_and_unknown_keep_blobs(caffe):
 @pytest.mark.parametrize("share", [False, True], ids=["workspace", "workspace+shared-blobs"])
 def test_the_memory_estimate_is_what_a_forward_pass_takes(caffe, tmp_path, share):
     """Counted against the child's peak RSS above its start (parameters included), at a medium size."""
-    from mrfnet.analyze.timing import _measure
+    from mrfnet.analyze.measure import _measure
     from netgen import build_deploy
 
     prototxt = tmp_path / "deploy.prototxt"

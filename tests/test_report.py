@@ -9,13 +9,27 @@ from pathlib import Path
 
 import pytest
 
-from mrfnet.reproduce import report
+from mrfnet.reproduce.claims import (
+    CONFIRMED,
+    CONTRADICTED,
+    HEADLINE,
+    NOT_CONFIRMED,
+    NOT_MEASURABLE,
+    WITHIN_NOISE,
+    SeedStats,
+    ablation_run,
+    claims,
+    compare,
+    read_curve,
+    val_points,
+)
+from mrfnet.reproduce.report import CURVES, REPORT, RESULTS, summary_lines, write_report
 
 FIXTURE = Path(__file__).parent / "fixtures" / "report_small"
 SECTIONS = ("## The paper's claims", "## Table I analogue", "## Headline: MRFNet", "## Table V analogue",
             "## Validation while training", "## Fig. 5 analogue", "## Table IV analogue", "## Table III analogue")
-VERDICTS = (report.CONFIRMED, report.NOT_CONFIRMED, report.NOT_MEASURABLE, report.CONTRADICTED,
-            report.WITHIN_NOISE)
+VERDICTS = (CONFIRMED, NOT_CONFIRMED, NOT_MEASURABLE, CONTRADICTED,
+            WITHIN_NOISE)
 
 
 def _report_dir(tmp_path: Path) -> Path:
@@ -25,18 +39,18 @@ def _report_dir(tmp_path: Path) -> Path:
 
 
 def _load(folder: Path):
-    results = json.loads((folder / report.RESULTS).read_text())
-    curves = {path.stem: report.read_curve(path) for path in (folder / report.CURVES).glob("*.csv")}
+    results = json.loads((folder / RESULTS).read_text())
+    curves = {path.stem: read_curve(path) for path in (folder / CURVES).glob("*.csv")}
     return results, curves
 
 
 def test_the_report_has_every_section_with_numbers(tmp_path):
     folder = _report_dir(tmp_path)
-    text = report.write_report(folder).read_text()
+    text = write_report(folder).read_text()
     for heading in SECTIONS:
         assert heading in text, heading
     assert "Small-budget CPU results" in text
-    results = json.loads((folder / report.RESULTS).read_text())
+    results = json.loads((folder / RESULTS).read_text())
     assert f"{results['runs']['mrfnet']['val']['psnr']:.2f}" in text
     assert "12.72M" in text and "628.90G" in text, "Table I's parameter and multiply-add counts"
     assert "grace_hopper.jpg (matplotlib)" in text, "the photographs of each split are named"
@@ -46,7 +60,7 @@ def test_the_report_has_every_section_with_numbers(tmp_path):
 
 def test_every_claim_gets_a_verdict_and_a_number(tmp_path):
     folder = _report_dir(tmp_path)
-    lines = report.summary_lines(folder)
+    lines = summary_lines(folder)
     assert len(lines) == 9
     for line in lines:
         assert line.split(":")[0] in VERDICTS, line
@@ -62,22 +76,22 @@ def test_ablation_verdicts_are_judged_against_the_seed_spread(tmp_path):
 
     def set_psnr(variant: str, values: tuple[float, float]) -> str:
         for seed, value in zip(results["settings"]["seeds"], values, strict=True):
-            runs[report.ablation_run(variant, "l2", seed)]["val"]["psnr"] = value
-        return {c.text: c.verdict for c in report.claims(results, curves)}[claim]
+            runs[ablation_run(variant, "l2", seed)]["val"]["psnr"] = value
+        return {c.text: c.verdict for c in claims(results, curves)}[claim]
 
     for variant in ("refinenet", "lwrefinenet", "rcrefinenet"):
         set_psnr(variant, (30.0, 30.2))
-    assert set_psnr("mrfnet", (30.5, 30.6)) == report.CONFIRMED  # +0.45 dB against a 0.2 dB spread
-    assert set_psnr("mrfnet", (30.1, 30.3)) == report.WITHIN_NOISE
-    assert set_psnr("mrfnet", (29.5, 29.6)) == report.CONTRADICTED
+    assert set_psnr("mrfnet", (30.5, 30.6)) == CONFIRMED  # +0.45 dB against a 0.2 dB spread
+    assert set_psnr("mrfnet", (30.1, 30.3)) == WITHIN_NOISE
+    assert set_psnr("mrfnet", (29.5, 29.6)) == CONTRADICTED
 
 
 def test_compare_has_a_floor():
-    same = report.SeedStats((30.0, 30.0))
-    assert report.compare(report.SeedStats((30.004, 30.004)), same, floor=0.01)[2] == report.WITHIN_NOISE
-    difference, noise, verdict = report.compare(report.SeedStats((1.0, 1.2)), report.SeedStats((2.0, 2.1)),
+    same = SeedStats((30.0, 30.0))
+    assert compare(SeedStats((30.004, 30.004)), same, floor=0.01)[2] == WITHIN_NOISE
+    difference, noise, verdict = compare(SeedStats((1.0, 1.2)), SeedStats((2.0, 2.1)),
                                                 floor=0.0, lower_is_better=True)
-    assert (difference, noise, verdict) == (pytest.approx(0.95), pytest.approx(0.2), report.CONFIRMED)
+    assert (difference, noise, verdict) == (pytest.approx(0.95), pytest.approx(0.2), CONFIRMED)
 
 
 def test_a_folder_without_results_is_a_clear_error(tmp_path):
@@ -93,20 +107,20 @@ def test_reproduce_quick_end_to_end(tmp_path):
 
     assert main(["reproduce", "--quick", "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path)]) == 0
     folder = tmp_path / "quick"
-    text = (folder / report.REPORT).read_text()
+    text = (folder / REPORT).read_text()
     for heading in SECTIONS:
         assert heading in text, heading
-    results = json.loads((folder / report.RESULTS).read_text())
+    results = json.loads((folder / RESULTS).read_text())
     assert set(results["runs"]) == set(run_plan(QUICK))
-    assert set(results["test"]) == {"blurry", report.HEADLINE}
+    assert set(results["test"]) == {"blurry", HEADLINE}
     scores = [run["val"] for run in results["runs"].values()] + list(results["test"].values())
     assert all(0 < s["psnr"] < 100 and 0 < s["ssim"] <= 1 for s in scores)
     for name, run in results["runs"].items():
-        curve = report.read_curve(folder / report.CURVES / f"{name}.csv")
+        curve = read_curve(folder / CURVES / f"{name}.csv")
         assert len(curve["iteration"]) == run["iterations"]
-        assert report.val_points(curve)[0][-1] == run["iterations"]  # validated at the end
+        assert val_points(curve)[0][-1] == run["iterations"]  # validated at the end
     for montage in results["montages"]:
         assert (folder / montage).is_file()
     # A second call reuses the data and the finished runs instead of training again.
     assert main(["reproduce", "--quick", "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path)]) == 0
-    assert json.loads((folder / report.RESULTS).read_text())["seconds"]["train"] < results["seconds"]["train"]
+    assert json.loads((folder / RESULTS).read_text())["seconds"]["train"] < results["seconds"]["train"]

@@ -8,7 +8,8 @@ import pytest
 from scoring_helpers import SMALLEST_VARIANT
 
 from mrfnet import cli
-from mrfnet.analyze.timing import caffe_cli, parse_caffe_time, time_variants
+from mrfnet.analyze.measure import caffe_cli, parse_caffe_time
+from mrfnet.analyze.timing import time_variants
 from netgen.sizes import parse_sizes
 
 CAFFE_TIME_LOG = """\

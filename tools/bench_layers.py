@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mrfnet.analyze.timing import write_deploy
+from mrfnet.analyze.measure import write_deploy
 from mrfnet.runtime.caffe_env import caffe_prefix, import_caffe, run_script_with_build
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
-import re
-import resource
-import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,13 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from mrfnet.infer.memory import MemoryEstimate, memory_estimate, pixels_for_budget
-from mrfnet.infer.tiling import DEFAULT_OVERLAP, AutoTile, predict
-from mrfnet.infer.weights import read_prototxt
-from mrfnet.runtime.caffe_env import import_caffe, run_isolated
-from mrfnet.runtime.device import set_mode
-from mrfnet.runtime.machine import _status_kb, default_max_memory_gb, describe_machine, machine_info
-from netgen import build_deploy
+from mrfnet.analyze.measure import CHILD_TIMEOUT_S, MB, _measure, run_caffe_time, write_deploy
+from mrfnet.infer.memory import MemoryEstimate, pixels_for_budget
+from mrfnet.infer.tiling import DEFAULT_OVERLAP, AutoTile
+from mrfnet.runtime.caffe_env import run_isolated
+from mrfnet.runtime.machine import default_max_memory_gb, describe_machine, machine_info
+from mrfnet.runtime.markdown import markdown_table, megabytes
 from netgen.sizes import size_label
 from netgen.variants import STRIDE
 
@@ -38,144 +30,6 @@ DEFAULT_MEMORY_BATCHES = (1, 8, 16)
 
 
 DEFAULT_MEMORY_SIDE = 256
-
-
-MB = 2**20
-
-
-HEADROOM_BYTES = 2 * 2**30  # address space allowed above the counted memory before a child is stopped
-
-
-CHILD_TIMEOUT_S = 3600.0
-
-
-FORWARD = re.compile(r"Average Forward pass: ([\d.eE+-]+) ms")
-
-
-FORWARD_BACKWARD = re.compile(r"Average Forward-Backward: ([\d.eE+-]+) ms")
-
-
-def _limit_address_space(extra_bytes: int) -> None:
-    """Cap this process's address space at its current size + ``extra_bytes``: an underestimate fails
-    with an allocation error in this process instead of driving a shared machine out of memory."""
-    limit = _status_kb("VmSize") * 1024 + extra_bytes
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard == resource.RLIM_INFINITY or limit < hard:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-
-
-def _measure(prototxt: str, *, repeats: int, warmup: int, max_bytes: int, train: bool, overlap: int,
-             gpu: int | None, image_size: tuple[int, int] | None = None, count_only: bool = False) -> dict[str, Any]:
-    """In a child: build the net, count its memory, and (if it fits) time it and read the peak RSS.
-
-    With ``image_size`` the prototxt's input is one tile, and what is timed is tiled inference of a
-    random image of that (height, width); a warm-up is then one tile's forward pass, which is all
-    a warm-up does (Caffe allocates on the first pass at a shape). (A net is never built large and
-    reshaped smaller: Caffe keeps a blob's largest size and would allocate it on first use.)
-    ``count_only``: count the memory and stop (nothing is run).
-    """
-    caffe = import_caffe()
-
-    set_mode(caffe, gpu)
-    rss_before = _status_kb("VmRSS") * 1024
-    net = caffe.Net(prototxt, caffe.TEST)
-    estimate = memory_estimate(net, read_prototxt(prototxt))
-    needed = estimate.training if train else estimate.total
-    result: dict[str, Any] = {"estimate": asdict(estimate), "needed": needed}
-    if count_only:
-        result["skipped"] = "counted only"
-        return result
-    if needed > max_bytes:
-        result["skipped"] = f"needs {needed / 2**30:.1f} GB counted, above the {max_bytes / 2**30:.1f} GB limit"
-        return result
-    _limit_address_space(needed + HEADROOM_BYTES)
-    shape = net.blobs["blur"].data.shape
-    rng = np.random.default_rng(0)
-    outputs = list(net.outputs)
-    if image_size is not None:
-        image = rng.integers(0, 256, (*image_size, 3), dtype=np.uint8)
-        result["tile"] = size_label(shape[2], shape[3])
-
-        def run() -> None:
-            predict(net, image, tile=(shape[2], shape[3]), overlap=overlap)
-    else:
-        net.blobs["blur"].data[...] = rng.random(shape, dtype=np.float32)
-
-        def run() -> None:
-            net.forward()
-            if train:
-                for name in outputs:
-                    net.blobs[name].diff[...] = 1e-3
-                net.backward()
-            for name in outputs:
-                np.array(net.blobs[name].data)  # read the outputs back, as a caller would
-    warm_up = net.forward if image_size is not None else run
-    for _ in range(warmup):
-        warm_up()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    result["seconds"] = times
-    result["peak_rss"] = _status_kb("VmHWM") * 1024
-    result["rss_above_start"] = result["peak_rss"] - rss_before
-    return result
-
-
-def caffe_cli() -> str | None:
-    """The `caffe` tool beside this Python (tools/install_caffe.sh links it there), or on PATH."""
-    beside = Path(sys.executable).parent / "caffe"
-    return str(beside) if beside.is_file() else shutil.which("caffe")
-
-
-def parse_caffe_time(text: str) -> dict[str, float]:
-    """Milliseconds from `caffe time`'s log: forward (per pass) and forward_backward (per iteration)."""
-    found = {}
-    for key, pattern in (("forward_ms", FORWARD), ("forward_backward_ms", FORWARD_BACKWARD)):
-        matches = pattern.findall(text)
-        if matches:
-            found[key] = float(matches[-1])
-    return found
-
-
-def run_caffe_time(prototxt: str, *, iterations: int, max_bytes: int, gpu: int | None = None,
-                   timeout: float = CHILD_TIMEOUT_S) -> dict[str, Any]:
-    """Run `caffe time` on ``prototxt``; parsed times, peak RSS (wait4) and the command, or an error."""
-    tool = caffe_cli()
-    if tool is None:
-        return {"error": "no caffe tool beside this Python or on PATH"}
-    command = [tool, "time", f"-model={prototxt}", f"-iterations={iterations}"]
-    if gpu is not None:
-        command.append(f"-gpu={gpu}")
-    # idle OpenMP threads spin briefly, then sleep, as pycaffe has them (docs/architecture.md, "Caffe's CPU threads")
-    spin = {} if "OMP_WAIT_POLICY" in os.environ else {"GOMP_SPINCOUNT": "20000"}
-    env = {**spin, **os.environ, "GLOG_minloglevel": "0", "GLOG_logtostderr": "1"}
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (max_bytes + HEADROOM_BYTES, resource.RLIM_INFINITY))
-
-    with tempfile.TemporaryFile() as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=limit)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                process.kill()
-                _, status, usage = os.wait4(process.pid, 0)
-                break
-            time.sleep(0.05)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        log_file.seek(0)
-        text = log_file.read().decode(errors="replace")
-    result: dict[str, Any] = {"command": " ".join(command), "peak_rss": usage.ru_maxrss * 1024,
-                              **parse_caffe_time(text)}
-    if process.returncode != 0 or "forward_ms" not in result:
-        tail = [line for line in text.splitlines() if line[:1] in "EF"][-3:] or text.splitlines()[-3:]
-        result["error"] = f"caffe time exited with {process.returncode}: " + " | ".join(tail)
-    return result
 
 
 @dataclass
@@ -270,38 +124,34 @@ class TimingReport:
     def to_markdown(self) -> str:
         lines = [f"Machine: {describe_machine(self.machine)}.", "", "### Inference time (Table IV analogue)", ""]
         sizes = list(dict.fromkeys(size_label(m.height, m.width) for m in self.measurements if m.kind == "inference"))
-        lines += [_row(["variant", *[f"{s} pycaffe (s)" for s in sizes], *[f"{s} caffe time (ms)" for s in sizes],
-                        *[f"{s} counted (MB)" for s in sizes], *[f"{s} peak RSS (MB)" for s in sizes]]),
-                  _row(["---"] * (1 + 4 * len(sizes)))]
+        head = ["variant", *[f"{s} pycaffe (s)" for s in sizes], *[f"{s} caffe time (ms)" for s in sizes],
+                *[f"{s} counted (MB)" for s in sizes], *[f"{s} peak RSS (MB)" for s in sizes]]
+        rows = []
         for variant in dict.fromkeys(m.variant for m in self.measurements):
             cells = {size_label(m.height, m.width): m for m in self.measurements
                      if m.variant == variant and m.kind == "inference"}
-            lines.append(_row([variant, *[_seconds(cells.get(s)) for s in sizes],
-                               *[_caffe_ms(cells.get(s), "forward_ms") for s in sizes],
-                               *[_mb(cells[s].counted_mb if s in cells else None) for s in sizes],
-                               *[_mb(cells[s].peak_rss_mb if s in cells else None) for s in sizes]]))
-        lines += ["", self.timing_note, "", "### Training memory (Table III analogue)", ""]
+            rows.append([variant, *[_seconds(cells.get(s)) for s in sizes],
+                         *[_caffe_ms(cells.get(s), "forward_ms") for s in sizes],
+                         *[megabytes(cells[s].counted_mb if s in cells else None) for s in sizes],
+                         *[megabytes(cells[s].peak_rss_mb if s in cells else None) for s in sizes]])
+        lines += [markdown_table(head, rows), "", self.timing_note, "", "### Training memory (Table III analogue)", ""]
         batches = list(dict.fromkeys(m.batch for m in self.measurements if m.kind == "training"))
         if batches:
-            lines += [_row(["variant", *[f"batch {b} counted (MB)" for b in batches],
-                            *[f"batch {b} peak RSS (MB)" for b in batches],
-                            *[f"batch {b} caffe time F-B (ms)" for b in batches]]),
-                      _row(["---"] * (1 + 3 * len(batches)))]
+            head = ["variant", *[f"batch {b} counted (MB)" for b in batches],
+                    *[f"batch {b} peak RSS (MB)" for b in batches],
+                    *[f"batch {b} caffe time F-B (ms)" for b in batches]]
+            rows = []
             for variant in dict.fromkeys(m.variant for m in self.measurements):
                 cells = {m.batch: m for m in self.measurements if m.variant == variant and m.kind == "training"}
-                lines.append(_row([variant, *[_mb(cells[b].counted_mb if b in cells else None) for b in batches],
-                                   *[_mb(cells[b].peak_rss_mb if b in cells else None) for b in batches],
-                                   *[_caffe_ms(cells.get(b), "forward_backward_ms") for b in batches]]))
-            lines += ["", self.memory_note]
+                rows.append([variant, *[megabytes(cells[b].counted_mb if b in cells else None) for b in batches],
+                             *[megabytes(cells[b].peak_rss_mb if b in cells else None) for b in batches],
+                             *[_caffe_ms(cells.get(b), "forward_backward_ms") for b in batches]])
+            lines += [markdown_table(head, rows), "", self.memory_note]
         skipped = [f"{m.variant} {m.kind} {size_label(m.height, m.width)} batch {m.batch}: {m.skipped}"
                    for m in self.measurements if m.skipped]
         if skipped:
             lines += ["", "Not run whole: " + "; ".join(skipped) + "."]
         return "\n".join(lines) + "\n"
-
-
-def _row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
 
 
 def _seconds(m: Measurement | None) -> str:
@@ -313,20 +163,6 @@ def _seconds(m: Measurement | None) -> str:
 
 def _caffe_ms(m: Measurement | None, key: str) -> str:
     return f"{m.caffe_time[key]:.1f}" if m is not None and key in m.caffe_time else "-"
-
-
-def _mb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
-def write_deploy(variant: str, height: int, width: int, batch: int, folder: Path, train: bool) -> str:
-    """A deploy net of ``variant`` at this size in ``folder``; ``train``: with force_backward, for a backward pass."""
-
-    net = build_deploy(variant, height=height, width=width, batch_size=batch, share_blobs=not train)
-    net.force_backward = train
-    path = folder / f"{variant}_{width}x{height}_b{batch}{'_train' if train else ''}.prototxt"
-    path.write_text(str(net))
-    return str(path)
 
 
 def _measurement(variant: str, kind: str, height: int, width: int, batch: int, raw: dict[str, Any]) -> Measurement:

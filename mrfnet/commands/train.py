@@ -11,9 +11,10 @@ from pathlib import Path
 from mrfnet.commands.argtypes import fraction, non_negative_int, positive_float, positive_int
 from mrfnet.infer.run_folder import SNAPSHOT_DIR
 from mrfnet.runtime.caffe_env import CaffeError
-from mrfnet.train.driver import DEFAULT_DATA, TrainingError, TrainOptions, _check_gpus, prepare_run, train
+from mrfnet.train.driver import DEFAULT_DATA, TrainOptions, _check_gpus, prepare_run, train
 from mrfnet.train.loss_schedule import LOSS_SCHEDULES
 from mrfnet.train.schedule import HALVE_EVERY_EPOCHS
+from mrfnet.train.snapshots import TrainingError
 from netgen.variants import VARIANTS
 
 log = logging.getLogger(__name__)

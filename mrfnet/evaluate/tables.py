@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mrfnet.evaluate.scoring import load_summary
+from mrfnet.runtime.markdown import markdown_table
 
 PICKS = ("last", "best")
 
@@ -49,9 +50,7 @@ class Table:
     notes: list[str]
 
     def markdown(self) -> str:
-        lines = ["| " + " | ".join(self.header) + " |", "| " + " | ".join("---" for _ in self.header) + " |"]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(lines + [""] + self.notes) + "\n"
+        return "\n".join([markdown_table(self.header, self.rows), ""] + self.notes) + "\n"
 
     def csv(self) -> str:
         buffer = io.StringIO()

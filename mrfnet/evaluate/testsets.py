@@ -8,27 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.images import IMAGE_SUFFIXES, read_image
+from data_prep.images import find_images, image_key, match_pairs, read_image
 from data_prep.records import count_records, iter_pairs
 
 log = logging.getLogger(__name__)
 
 
 GENERIC_LMDB_NAMES = ("test_lmdb", "val_lmdb", "train_lmdb")
-
-
-def image_files(folder: Path) -> dict[str, Path]:
-    """Relative path without suffix -> file, for every image under ``folder`` (recursively)."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist")
-    files: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            key = path.relative_to(folder).with_suffix("").as_posix()
-            if key in files:
-                raise ValueError(f"{files[key]} and {path} have the same name: pairs are matched by name")
-            files[key] = path
-    return files
 
 
 class TestSet:
@@ -70,19 +56,8 @@ class FolderTestSet(TestSet):
 
     def __init__(self, blur_dir: str | Path, sharp_dir: str | Path, name: str | None = None) -> None:
         self.blur_dir, self.sharp_dir = Path(blur_dir), Path(sharp_dir)
-        blur, sharp = image_files(self.blur_dir), image_files(self.sharp_dir)
-        only_blur, only_sharp = sorted(blur.keys() - sharp.keys()), sorted(sharp.keys() - blur.keys())
-        if only_blur or only_sharp:
-            lines = ["the blur and sharp folders do not pair up by name:"]
-            for folder, files, missing in ((self.sharp_dir, blur, only_blur), (self.blur_dir, sharp, only_sharp)):
-                if missing:
-                    listed = ", ".join(str(files[key]) for key in missing[:5])
-                    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-                    lines.append(f"no match in {folder} for {listed}{more}")
-            raise ValueError("\n".join(lines))
-        if not blur:
-            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {self.blur_dir}")
-        self.pairs = [(key, blur[key], sharp[key]) for key in sorted(blur)]
+        pairs = match_pairs(find_images(self.blur_dir), find_images(self.sharp_dir))
+        self.pairs = sorted((image_key(relative), blur, sharp) for relative, blur, sharp in pairs)
         self.source = f"{self.blur_dir.resolve()} | {self.sharp_dir.resolve()}"
         self.name = name or _common_name(self.blur_dir, self.sharp_dir)
 

@@ -18,7 +18,9 @@ from mrfnet.analyze import table1 as netgen_report
 from mrfnet.analyze.timing import time_variants
 from mrfnet.evaluate.scoring import score_model
 from mrfnet.infer.run_folder import BEST_RECORD, SNAPSHOT_DIR
-from mrfnet.reproduce import report
+from mrfnet.reproduce.claims import HEADLINE, ablation_run, read_curve
+from mrfnet.reproduce.paper import PAPER_TABLE_III
+from mrfnet.reproduce.report import CURVES, REPORT, RESULTS, VARIANT_ORDER, summary_lines, write_report
 from mrfnet.runtime.machine import cpu_model
 from mrfnet.train.driver import TrainOptions, prepare_run, train
 from netgen.sizes import size_label
@@ -26,7 +28,7 @@ from netgen.sizes import size_label
 log = logging.getLogger(__name__)
 
 
-VARIANTS = report.VARIANT_ORDER
+VARIANTS = VARIANT_ORDER
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ FULL = Budget(
     headline_iterations=2000, ablation_iterations=120, seeds=(0, 1), batch_size=4, crop_size=64, ablation_crop_size=48,
     patch_size=96, copies=1, test_copies=8, max_motion=5, base_lr=5e-4, halvings=3, loss_schedule="uniform",
     headline_validations=6, ablation_validations=2, val_limit=None, timing_sizes=((256, 256), (720, 1280)),
-    timing_repeats=1, memory_batches=tuple(report.PAPER_TABLE_III), memory_side=256, memory_run=True,
+    timing_repeats=1, memory_batches=tuple(PAPER_TABLE_III), memory_side=256, memory_run=True,
     caffe_time=False, minutes=35)
 
 
@@ -70,7 +72,7 @@ QUICK = Budget(
     headline_iterations=12, ablation_iterations=6, seeds=(0, 1), batch_size=2, crop_size=32, ablation_crop_size=32,
     patch_size=48, copies=1, test_copies=1, max_motion=5, base_lr=2e-4, halvings=3, loss_schedule="uniform",
     headline_validations=2, ablation_validations=2, val_limit=8, timing_sizes=((64, 64),), timing_repeats=1,
-    memory_batches=tuple(report.PAPER_TABLE_III), memory_side=64, memory_run=True, caffe_time=False, minutes=5)
+    memory_batches=tuple(PAPER_TABLE_III), memory_side=64, memory_run=True, caffe_time=False, minutes=5)
 
 
 MONTAGE_IMAGES = 2  # test images in the headline's montage: whole photographs as PNG are large; the report is committed
@@ -98,7 +100,7 @@ def default_work_dir(name: str) -> Path:
 
 def main_job_model() -> Path:
     """The headline run folder of the default main job (what `mrfnet deblur` uses without --model)."""
-    return default_work_dir(DEFAULT_NAME) / "runs" / report.HEADLINE
+    return default_work_dir(DEFAULT_NAME) / "runs" / HEADLINE
 
 
 def machine() -> str:
@@ -140,14 +142,14 @@ def table1() -> dict[str, Any]:
 def run_plan(budget: Budget) -> dict[str, RunSpec]:
     """Run name -> spec: the headline MRFNet, then per seed the four variants with a single full-resolution L2
     (Table V's ablation) and MRFNet with the scale refinement loss (Fig. 5's comparison), all on one budget."""
-    plan = {report.HEADLINE: RunSpec("mrfnet", budget.loss_schedule, budget.headline_iterations, budget.crop_size,
+    plan = {HEADLINE: RunSpec("mrfnet", budget.loss_schedule, budget.headline_iterations, budget.crop_size,
                                      0, "headline", budget.headline_validations)}
     for seed in budget.seeds:
         for variant in VARIANTS:
-            plan[report.ablation_run(variant, "l2", seed)] = RunSpec(
+            plan[ablation_run(variant, "l2", seed)] = RunSpec(
                 variant, "full-only", budget.ablation_iterations, budget.ablation_crop_size, seed, "l2",
                 budget.ablation_validations)
-        plan[report.ablation_run("mrfnet", "scale", seed)] = RunSpec(
+        plan[ablation_run("mrfnet", "scale", seed)] = RunSpec(
             "mrfnet", budget.loss_schedule, budget.ablation_iterations, budget.ablation_crop_size, seed, "scale",
             budget.ablation_validations)
     return plan
@@ -187,7 +189,7 @@ def _stored_options(run_dir: Path) -> dict[str, Any] | None:
 
 def final_val(run_dir: Path, iterations: int) -> dict[str, float]:
     """The val scores of a run's final weights, from the last validation row of its progress.csv."""
-    curve = report.read_curve(run_dir / "progress.csv")
+    curve = read_curve(run_dir / "progress.csv")
     rows = [i for i, value in enumerate(curve.get("val_psnr", [])) if value == value]  # not NaN: validated there
     if not rows or curve["iteration"][rows[-1]] != iterations:
         raise RuntimeError(f"{run_dir} has no validation at iteration {iterations}: delete it and run again")
@@ -214,9 +216,9 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
         log.info("stage %s done in %.1f s", label, seconds[label])
 
     report_dir = report_root / name
-    if (report_dir / report.CURVES).is_dir():
-        shutil.rmtree(report_dir / report.CURVES)  # curves of an older plan must not linger
-    (report_dir / report.CURVES).mkdir(parents=True)
+    if (report_dir / CURVES).is_dir():
+        shutil.rmtree(report_dir / CURVES)  # curves of an older plan must not linger
+    (report_dir / CURVES).mkdir(parents=True)
     started = time.monotonic()
     data = prepare_data(work_dir, budget)
     stage("data", started)
@@ -231,22 +233,22 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
         run_started = time.monotonic()
         caffemodel = train_run(work_dir, run_name, spec, budget, data["splits"]["train"]["records"])
         run_dir = work_dir / "runs" / run_name
-        shutil.copyfile(run_dir / "progress.csv", report_dir / report.CURVES / f"{run_name}.csv")
+        shutil.copyfile(run_dir / "progress.csv", report_dir / CURVES / f"{run_name}.csv")
         runs[run_name] = {**asdict(spec), "caffemodel": os.path.relpath(caffemodel, work_dir),
                           "val": final_val(run_dir, spec.iterations),
                           "seconds": round(time.monotonic() - run_started, 1)}
     stage("train", started)
-    val_blurry = blurry_val(work_dir / "runs" / report.HEADLINE)
+    val_blurry = blurry_val(work_dir / "runs" / HEADLINE)
 
     started = time.monotonic()
-    headline = work_dir / runs[report.HEADLINE]["caffemodel"]
+    headline = work_dir / runs[HEADLINE]["caffemodel"]
     result = score_model(headline.parents[1] / "deploy.prototxt", headline, test_lmdb=work_dir / "data" / "test_lmdb",
-                         out_dir=work_dir / "scores" / "test" / report.HEADLINE, montage=True,
+                         out_dir=work_dir / "scores" / "test" / HEADLINE, montage=True,
                          montage_limit=MONTAGE_IMAGES)
-    test = {"blurry": result.baseline, report.HEADLINE: result.mean}
+    test = {"blurry": result.baseline, HEADLINE: result.mean}
     montages = []
     if result.montage is not None:
-        montages.append(f"montage_{report.HEADLINE}.png")
+        montages.append(f"montage_{HEADLINE}.png")
         shutil.copyfile(result.montage, report_dir / montages[-1])
     stage("score", started)
 
@@ -267,11 +269,11 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
         "montages": montages, "seconds": seconds,
         "metric": "skimage SSIM (Gaussian, sigma 1.5), PSNR on RGB 0..255, no border crop",
     }
-    (report_dir / report.RESULTS).write_text(json.dumps(results, indent=2) + "\n")
-    report.write_report(report_dir)
-    for line in report.summary_lines(report_dir):
+    (report_dir / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
+    write_report(report_dir)
+    for line in summary_lines(report_dir):
         log.info("%s", line)
-    log.info("report: %s (%.0f s in all)", report_dir / report.REPORT, seconds["total"])
+    log.info("report: %s (%.0f s in all)", report_dir / REPORT, seconds["total"])
     return report_dir
 
 

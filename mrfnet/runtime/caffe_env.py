@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,9 +33,15 @@ class CaffeError(RuntimeError):
     """Caffe rejected its input: a failed CHECK, a fatal log line, or an exception in the child."""
 
 
+def quiet_glog(env: MutableMapping[str, str]) -> None:
+    """Caffe's INFO lines (net set-up dumps) drown the project's logging: warnings and errors only, unless
+    the user set GLOG_minloglevel. glog reads it once, when a process first imports Caffe."""
+    env.setdefault("GLOG_minloglevel", "2")
+
+
 def import_caffe() -> ModuleType:
     """Import pycaffe, or raise :class:`CaffeNotAvailable` saying how to get it."""
-    os.environ.setdefault("GLOG_minloglevel", "2")  # Caffe's INFO/WARNING lines are noise here
+    quiet_glog(os.environ)
     try:
         import caffe
     except ImportError as exc:
@@ -73,7 +79,7 @@ def run_script_with_build(prefix: Path | None, script: str, args: list[str], rep
     except ValueError as exc:
         raise SystemExit(str(exc)) from exc
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(repo)]))
-    env.setdefault("GLOG_minloglevel", "2")
+    quiet_glog(env)
     done = subprocess.run([sys.executable, script, *args], env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{Path(script).name} {' '.join(args)} with {prefix or 'this Python'} failed:\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import multiprocessing
@@ -16,8 +15,6 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from data_prep.records import count_records, smallest_side
 from mrfnet.infer.run_folder import BEST_MODEL, BEST_RECORD, SNAPSHOT_DIR, iteration_of, latest_caffemodel
 from mrfnet.infer.weights import check_finite, read_caffemodel
@@ -25,9 +22,9 @@ from mrfnet.runtime.caffe_env import CaffeError, child_environment, glog_failure
 from mrfnet.runtime.device import probe_gpu
 from mrfnet.runtime.doctor import _probe_caffe
 from mrfnet.train.loss_schedule import loss_schedule
+from mrfnet.train.progress import _ProgressLog
 from mrfnet.train.schedule import HALVE_EVERY_EPOCHS, Schedule, write_solver
 from mrfnet.train.snapshots import TrainingError, learned_net, resumable_solverstate
-from mrfnet.train.validation import COLUMNS as VAL_COLUMNS
 from mrfnet.train.validation import check_val_every, write_json_atomic
 from mrfnet.train.worker import SolveJob, solve
 from netgen import EdgeOptions, build_deploy, build_train_val
@@ -161,66 +158,6 @@ def load_options(run_dir: Path) -> TrainOptions:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no options.json)")
     return TrainOptions(**json.loads(path.read_text()))
-
-
-class _ProgressLog:
-    """progress.csv (one row per iteration, val columns filled where validation ran), best.json, the tqdm bar."""
-
-    def __init__(self, run_dir: Path, start: int, total: int, batch_size: int, validate: bool) -> None:
-        path = run_dir / "progress.csv"
-        new = not path.exists() or not self._keep_rows_up_to(path, start)
-        self._run_dir = run_dir
-        self._file = path.open("a", newline="")
-        self._writer = csv.writer(self._file)
-        self._new = new
-        self._validate = validate
-        self._batch_size = batch_size
-        self._bar = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True, desc="train")
-        self._last = (time.monotonic(), start)
-        self._val_note = ""
-
-    @staticmethod
-    def _keep_rows_up_to(path: Path, start: int) -> bool:
-        """Cut progress.csv back to its header and the rows up to ``start``, where a resumed run carries on
-        (the rows after it are written again); False when it has no header (removed: it starts anew)."""
-        lines = [line for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
-        if not lines or not lines[0].startswith("iteration,"):
-            log.warning("%s has no header: writing it anew", path)
-            path.unlink()
-            return False
-        rows = [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= start]
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(lines[0] + "".join(rows))
-        partial.replace(path)
-        return True
-
-    def update(self, info: dict[str, Any]) -> None:
-        losses = info["losses"]
-        val_columns = list(VAL_COLUMNS) if self._validate else []
-        if self._new:
-            weights = [f"weight_{k}" for k in losses if k.startswith("loss_r")]
-            self._writer.writerow(["iteration", "wall_time", "lr", *losses, *weights, *val_columns])
-            self._new = False
-        now = time.monotonic()
-        val = info.get("val")
-        self._writer.writerow([info["iteration"], f"{time.time():.3f}", info["lr"], *losses.values(),
-                               *info["weights"], *(f"{val[c]:.4f}" if val else "" for c in val_columns)])
-        self._file.flush()  # a killed parent still leaves every row it was told about
-        if val:
-            self._val_note = f" val={val['val_psnr']:.2f}dB({val['val_gain_db']:+.2f})"
-            if val["best"]:
-                best = {"iteration": info["iteration"], **{k: v for k, v in val.items() if k != "best"},
-                        "caffemodel": f"{SNAPSHOT_DIR}/{BEST_MODEL}"}
-                write_json_atomic(self._run_dir / BEST_RECORD, best)
-        images_per_s = (info["iteration"] - self._last[1]) * self._batch_size / max(now - self._last[0], 1e-9)
-        self._last = (now, info["iteration"])
-        self._bar.set_postfix_str(" ".join(f"{k}={v:.4g}" for k, v in losses.items())
-                                  + f" lr={info['lr']:.2e} img/s={images_per_s:.1f}" + self._val_note)
-        self._bar.update(info["iteration"] - self._bar.n)
-
-    def close(self) -> None:
-        self._bar.close()
-        self._file.close()
 
 
 def _runtime_files(run_dir: Path, options: TrainOptions, restore: Path | None,
