@@ -289,12 +289,12 @@ def test_a_shared_net_refuses_backward_and_unknown_keep_blobs(caffe):
 @pytest.mark.parametrize("share", [False, True], ids=["workspace", "workspace+shared-blobs"])
 def test_the_memory_estimate_is_what_a_forward_pass_takes(caffe, tmp_path, share):
     """Counted against the child's peak RSS above its start (parameters included), at a medium size."""
-    from mrfnet.analyze.measure import _measure
+    from mrfnet.analyze.measure import measure_in_child
     from netgen import build_deploy
 
     prototxt = tmp_path / "deploy.prototxt"
     prototxt.write_text(str(build_deploy("mrfnet", height=384, width=512, share_blobs=share)))
-    raw = run_isolated(_measure, str(prototxt), repeats=1, warmup=0, max_bytes=8 * 2**30, train=False,
+    raw = run_isolated(measure_in_child, str(prototxt), repeats=1, warmup=0, max_bytes=8 * 2**30, train=False,
                        overlap=0, gpu=None, timeout=300)
     assert raw["rss_above_start"] == pytest.approx(raw["needed"], rel=0.15), raw
 

@@ -22,7 +22,7 @@ from mrfnet.infer.tiling import predict
 from mrfnet.infer.weights import read_prototxt
 from mrfnet.runtime.caffe_env import import_caffe
 from mrfnet.runtime.device import set_mode
-from mrfnet.runtime.machine import _status_kb
+from mrfnet.runtime.machine import status_kb
 from netgen import build_deploy
 from netgen.sizes import size_label
 
@@ -47,13 +47,13 @@ FORWARD_BACKWARD = re.compile(r"Average Forward-Backward: ([\d.eE+-]+) ms")
 def _limit_address_space(extra_bytes: int) -> None:
     """Cap this process's address space at its current size + ``extra_bytes``: an underestimate fails
     with an allocation error in this process instead of driving a shared machine out of memory."""
-    limit = _status_kb("VmSize") * 1024 + extra_bytes
+    limit = status_kb("VmSize") * 1024 + extra_bytes
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard == resource.RLIM_INFINITY or limit < hard:
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _measure(prototxt: str, *, repeats: int, warmup: int, max_bytes: int, train: bool, overlap: int,
+def measure_in_child(prototxt: str, *, repeats: int, warmup: int, max_bytes: int, train: bool, overlap: int,
              gpu: int | None, image_size: tuple[int, int] | None = None, count_only: bool = False) -> dict[str, Any]:
     """In a child: build the net, count its memory, and (if it fits) time it and read the peak RSS.
 
@@ -66,7 +66,7 @@ def _measure(prototxt: str, *, repeats: int, warmup: int, max_bytes: int, train:
     caffe = import_caffe()
 
     set_mode(caffe, gpu)
-    rss_before = _status_kb("VmRSS") * 1024
+    rss_before = status_kb("VmRSS") * 1024
     net = caffe.Net(prototxt, caffe.TEST)
     estimate = memory_estimate(net, read_prototxt(prototxt))
     needed = estimate.training if train else estimate.total
@@ -107,7 +107,7 @@ def _measure(prototxt: str, *, repeats: int, warmup: int, max_bytes: int, train:
         run()
         times.append(time.perf_counter() - start)
     result["seconds"] = times
-    result["peak_rss"] = _status_kb("VmHWM") * 1024
+    result["peak_rss"] = status_kb("VmHWM") * 1024
     result["rss_above_start"] = result["peak_rss"] - rss_before
     return result
 

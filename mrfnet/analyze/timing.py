@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mrfnet.analyze.measure import CHILD_TIMEOUT_S, MB, _measure, run_caffe_time, write_deploy
+from mrfnet.analyze.measure import CHILD_TIMEOUT_S, MB, measure_in_child, run_caffe_time, write_deploy
 from mrfnet.infer.memory import MemoryEstimate, pixels_for_budget
 from mrfnet.infer.tiling import DEFAULT_OVERLAP, AutoTile
 from mrfnet.runtime.caffe_env import run_isolated
@@ -189,7 +189,7 @@ def _time_tiled(variant: str, height: int, width: int, whole: dict[str, Any], fo
     log.info("%s at %s: %s; timing %s tiles", variant, size_label(height, width), whole["skipped"],
              size_label(*shape))
     prototxt = write_deploy(variant, shape[0], shape[1], 1, folder, train=False)
-    tiled = run_isolated(_measure, prototxt, train=False, image_size=(height, width), timeout=CHILD_TIMEOUT_S,
+    tiled = run_isolated(measure_in_child, prototxt, train=False, image_size=(height, width), timeout=CHILD_TIMEOUT_S,
                          **common)
     reason = f"whole image needs {estimate.total / 2**30:.2f} GB counted"
     if "skipped" in tiled:
@@ -223,7 +223,7 @@ def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] =
         for variant in variants:
             for height, width in sizes:
                 prototxt = write_deploy(variant, height, width, 1, folder, train=False)
-                raw = run_isolated(_measure, prototxt, train=False, timeout=CHILD_TIMEOUT_S, **common)
+                raw = run_isolated(measure_in_child, prototxt, train=False, timeout=CHILD_TIMEOUT_S, **common)
                 if "skipped" in raw:
                     raw = _time_tiled(variant, height, width, raw, folder, tile_gb, common)
                 m = _measurement(variant, "inference", height, width, 1, raw)
@@ -234,7 +234,7 @@ def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] =
                 measurements.append(m)
             for batch in memory_batches:
                 prototxt = write_deploy(variant, memory_side, memory_side, batch, folder, train=True)
-                raw = run_isolated(_measure, prototxt, train=True, timeout=CHILD_TIMEOUT_S,
+                raw = run_isolated(measure_in_child, prototxt, train=True, timeout=CHILD_TIMEOUT_S,
                                    count_only=not run_training, **common)
                 m = _measurement(variant, "training", memory_side, memory_side, batch, raw)
                 if caffe_time and m.skipped is None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from mrfnet.runtime.doctor import _format, collect
+from mrfnet.runtime.doctor import collect, format_report
 
 
 def run(args: argparse.Namespace) -> int:
     report = collect()
-    print(json.dumps(report, indent=2) if args.json else _format(report))
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     caffe = report["caffe"]
     healthy = "error" not in caffe and caffe["python_layer"] and report["lmdb"]["ok"]
     return 0 if healthy else 1

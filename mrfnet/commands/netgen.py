@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from mrfnet.analyze import table1 as report
+from mrfnet.commands.options import add_variants_argument
 from netgen.draw import draw_variant
 from netgen.network import committed_prototxts, write_prototxts
 from netgen.sizes import parse_sizes
@@ -27,7 +28,6 @@ def stale_files(out_dir: Path, variants: list[str]) -> list[Path]:
 
 
 def _report(args: argparse.Namespace, variants: list[str]) -> None:
-
     sizes = parse_sizes(args.sizes)
     if args.report_prototxt:
         path = Path(args.report_prototxt)
@@ -45,7 +45,6 @@ def _report(args: argparse.Namespace, variants: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     variants = args.variants or list(VARIANTS)
     out_dir = Path(args.out_dir)
     if args.check:
@@ -61,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
     if args.report or args.report_prototxt:
         _report(args, variants)
     if args.draw:
-
         for variant in variants:
             log.info("drew %s", draw_variant(variant, args.draw))
     return 0
@@ -70,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
 def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("netgen", help="generate, check, report and draw the networks' prototxt",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="VARIANT",
-                        help=f"which variants (default: all of {', '.join(VARIANTS)})")
+    add_variants_argument(parser)
     parser.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR),
                         help="folder of <variant>/{train_val,deploy}.prototxt (default: the repository's prototxt/)")
     parser.add_argument("--check", action="store_true",

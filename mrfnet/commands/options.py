@@ -7,6 +7,7 @@ import argparse
 from mrfnet.commands.argtypes import non_negative_int, positive_float
 from mrfnet.evaluate.metrics import SSIM_VARIANTS
 from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB, DEFAULT_OVERLAP
+from netgen.variants import VARIANTS
 
 
 def add_metric_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,3 +38,9 @@ def parse_tile(text: str) -> int | str:
         return int(text)
     except ValueError:
         raise ValueError(f"--tile takes a number of pixels, 0 or auto, not {text!r}") from None
+
+
+def add_variants_argument(parser: argparse.ArgumentParser) -> None:
+    """--variants: some of netgen's variants, in the order given (default: all)."""
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="VARIANT",
+                        help=f"which variants (default: all of {', '.join(VARIANTS)})")

@@ -17,7 +17,6 @@ def _schedule_from_args(args: argparse.Namespace) -> Schedule:
     preset = DATASETS.get(args.dataset, {})
     records = args.records
     if records is None and args.train_lmdb:
-
         records = count_records(args.train_lmdb)
     records = records or preset.get("records")
     if records is None:

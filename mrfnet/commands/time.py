@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mrfnet.analyze.timing import DEFAULT_MEMORY_BATCHES, DEFAULT_MEMORY_SIDE, time_variants
 from mrfnet.commands.argtypes import non_negative_int, positive_float, positive_int
+from mrfnet.commands.options import add_variants_argument
 from mrfnet.infer.tiling import DEFAULT_OVERLAP
 from netgen import VARIANTS
 from netgen.sizes import parse_sizes
@@ -21,7 +22,6 @@ def _ints(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-
     variants = args.variants or list(VARIANTS)
     report = time_variants(variants, sizes=parse_sizes(args.sizes), repeats=args.repeats, warmup=args.warmup,
                            memory_batches=args.memory_batches, memory_side=args.memory_side,
@@ -38,11 +38,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def setup_parser(subparsers: argparse._SubParsersAction) -> None:
-
     parser = subparsers.add_parser("time", help="inference time and training memory of each variant (Tables III, IV)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="VARIANT",
-                        help=f"which variants (default: all of {', '.join(VARIANTS)})")
+    add_variants_argument(parser)
     parser.add_argument("--sizes", default="256x256,1280x720",
                         help="inference sizes, WIDTHxHEIGHT, comma-separated (default: %(default)s)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed passes per size (default: %(default)s)")

@@ -11,7 +11,7 @@ from pathlib import Path
 from mrfnet.commands.argtypes import fraction, non_negative_int, positive_float, positive_int
 from mrfnet.infer.run_folder import SNAPSHOT_DIR
 from mrfnet.runtime.caffe_env import CaffeError
-from mrfnet.train.driver import DEFAULT_DATA, TrainOptions, _check_gpus, prepare_run, train
+from mrfnet.train.driver import DEFAULT_DATA, TrainOptions, check_gpus, prepare_run, train
 from mrfnet.train.loss_schedule import LOSS_SCHEDULES
 from mrfnet.train.schedule import HALVE_EVERY_EPOCHS
 from mrfnet.train.snapshots import TrainingError
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
             loss_schedule=args.loss_schedule, gpus=args.gpus, seed=args.seed,
             weights=str(args.weights) if args.weights else None, edge=args.edge, edge_alpha_at=args.edge_alpha_at,
             val_every=args.val_every, val_limit=args.val_limit)
-        _check_gpus(options.gpus)  # before the run folder exists, so a refused run leaves nothing behind
+        check_gpus(options.gpus)  # before the run folder exists, so a refused run leaves nothing behind
         run_dir = prepare_run(options, ["mrfnet", *sys.argv[1:]])
     try:
         result = train(run_dir, resume=args.resume, data=args.data if args.resume else None)

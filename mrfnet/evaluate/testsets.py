@@ -34,7 +34,6 @@ class LmdbTestSet(TestSet):
     """A data_prep LMDB (raw 6-channel pair Datums), read in key order."""
 
     def __init__(self, path: str | Path, name: str | None = None) -> None:
-
         self.path = Path(path)
         if count_records(self.path) == 0:
             raise ValueError(f"test LMDB {self.path} holds no records")
@@ -43,11 +42,9 @@ class LmdbTestSet(TestSet):
         self.name = name or (self.path.resolve().parent.name if generic else self.path.name)
 
     def __len__(self) -> int:
-
         return count_records(self.path)
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-
         yield from iter_pairs(self.path)
 
 

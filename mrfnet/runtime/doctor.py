@@ -54,7 +54,7 @@ def _describe_kind(kind: dict[str, Any]) -> str:
             f"NCCL {'on' if kind['nccl'] else 'off'}")
 
 
-def _probe_caffe() -> dict[str, Any]:
+def probe_caffe() -> dict[str, Any]:
     caffe = import_caffe()
     return {
         "version": caffe.__version__,
@@ -122,7 +122,7 @@ def collect() -> dict[str, Any]:
     """Everything `mrfnet doctor` reports, as a JSON-able dict."""
     report: dict[str, Any] = {"executable": sys.executable, "libraries": _library_versions()}
     try:
-        report["caffe"] = run_isolated(_probe_caffe, timeout=120)
+        report["caffe"] = run_isolated(probe_caffe, timeout=120)
     except CaffeError as exc:
         report["caffe"] = {"error": str(exc)}
         return report
@@ -138,7 +138,7 @@ def collect() -> dict[str, Any]:
     return report
 
 
-def _format(report: dict[str, Any]) -> str:
+def format_report(report: dict[str, Any]) -> str:
     caffe = report["caffe"]
     lines = [f"python executable: {report['executable']}"]
     if "error" in caffe:

@@ -64,7 +64,7 @@ def describe_machine(info: dict[str, Any]) -> str:
             f"({info['mode']} mode, BLAS {info['blas']})")
 
 
-def _status_kb(field_name: str) -> int:
+def status_kb(field_name: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field_name + ":"):
             return int(line.split()[1])

@@ -20,7 +20,7 @@ from mrfnet.infer.run_folder import BEST_MODEL, BEST_RECORD, SNAPSHOT_DIR, itera
 from mrfnet.infer.weights import check_finite, read_caffemodel
 from mrfnet.runtime.caffe_env import CaffeError, child_environment, glog_failure, import_caffe, run_isolated
 from mrfnet.runtime.device import probe_gpu
-from mrfnet.runtime.doctor import _probe_caffe
+from mrfnet.runtime.doctor import probe_caffe
 from mrfnet.train.loss_schedule import loss_schedule
 from mrfnet.train.progress import _ProgressLog
 from mrfnet.train.schedule import HALVE_EVERY_EPOCHS, Schedule, write_solver
@@ -82,7 +82,7 @@ def _schedule(options: TrainOptions, records: int) -> Schedule:
     return schedule
 
 
-def _check_gpus(gpus: list[int]) -> None:
+def check_gpus(gpus: list[int]) -> None:
     if not gpus:
         return
 
@@ -91,7 +91,7 @@ def _check_gpus(gpus: list[int]) -> None:
     except CaffeError as exc:
         raise ValueError(f"--gpus needs a Caffe built with CUDA; this one is not ({exc}). "
                          "Train on the CPU by leaving out --gpus.") from exc
-    if len(gpus) > 1 and not run_isolated(_probe_caffe, timeout=120)["nccl"]:
+    if len(gpus) > 1 and not run_isolated(probe_caffe, timeout=120)["nccl"]:
         raise ValueError("several GPUs need a Caffe built with NCCL (USE_NCCL=ON)")
 
 
@@ -203,7 +203,7 @@ def train(run_dir: Path, *, resume: bool = False, data: Path | None = None) -> T
             raise FileNotFoundError(f"no training LMDB at {Path(data) / 'train_lmdb'}")
         options = TrainOptions(**{**asdict(options), "data": str(Path(data).resolve())})
         write_json_atomic(run_dir / "options.json", asdict(options))
-    _check_gpus(options.gpus)
+    check_gpus(options.gpus)
     import_caffe()
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format

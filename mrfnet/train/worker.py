@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mrfnet.runtime.caffe_env import import_caffe
+from mrfnet.runtime.device import set_mode
 from mrfnet.train.loss_schedule import weights_at
 from mrfnet.train.validation import Validator, is_better, save_best
 from netgen.layers import scale_loss_values, set_scale_loss_weights
@@ -73,14 +74,11 @@ def _fast_forward_data(net: Any, iterations: int) -> None:
 
 
 def _setup_caffe(caffe: Any, job: SolveJob) -> None:
+    set_mode(caffe, job.gpus[job.rank] if job.gpus else None)
     if job.gpus:
-        caffe.set_device(job.gpus[job.rank])
-        caffe.set_mode_gpu()
         caffe.set_solver_count(len(job.gpus))
         caffe.set_solver_rank(job.rank)
         caffe.set_multiprocess(True)
-    else:
-        caffe.set_mode_cpu()
 
 
 def solve(job: SolveJob, conn: Any) -> None:
