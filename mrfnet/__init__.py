@@ -1,1 +1,1 @@
-"""MRFNet reproduction in Caffe: command line, Caffe environment, training and scoring."""
+"""MRFNet reproduction in Caffe: the stages below the user's top-level folders, and the `mrfnet` command (cli)."""
