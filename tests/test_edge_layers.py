@@ -108,3 +108,24 @@ def test_sobel_magnitude_of_a_step_edge(caffe, tmp_path):
     edges = net.forward()["out"][0, 0]
     assert np.allclose(edges[:, 3], 4 / (4 * np.sqrt(2))) and np.allclose(edges[:, 4], 4 / (4 * np.sqrt(2)))
     assert np.allclose(edges[:, :3], 0) and np.allclose(edges[:, 5:], 0), "flat regions and borders have no edge"
+
+
+def test_prototxt_naming_the_old_layer_modules_still_load(caffe, tmp_path):
+    """Run folders written before the layers moved to netgen.layers name mrfnet.layers.*: the same classes."""
+    from netgen.layers.edge import Grayscale
+    from netgen.layers.scale_loss import ScaleRefinementLoss
+
+    L = caffe.layers
+    n = caffe.NetSpec()
+    n.image = L.Input(shape=dict(dim=[1, 3, 4, 4]))
+    n.target = L.Input(shape=dict(dim=[1, 1, 4, 4]))
+    n.grey = L.Python(n.image, module="mrfnet.layers.edge", layer="Grayscale")
+    n.loss = L.Python(n.grey, n.target, loss_weight=1, python_param=dict(
+        module="mrfnet.layers.scale_loss", layer="ScaleRefinementLoss", param_str='{"scales": 1}'))
+    (tmp_path / "old.prototxt").write_text(str(n.to_proto()))
+    net = caffe.Net(str(tmp_path / "old.prototxt"), caffe.TRAIN)
+    kinds = {type(layer) for layer in net.layers if layer.type == "Python"}
+    assert kinds == {Grayscale, ScaleRefinementLoss}
+    net.blobs["image"].data[...] = 0.5
+    net.forward()
+    assert np.allclose(net.blobs["grey"].data, 0.5, atol=1e-6)
