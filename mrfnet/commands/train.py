@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from mrfnet.commands.argtypes import fraction, non_negative_int, positive_float, positive_int
-from mrfnet.infer.run_folder import SNAPSHOT_DIR
+from mrfnet.infer.run_folder import PROGRESS, SNAPSHOT_DIR
 from mrfnet.runtime.caffe_env import CaffeError
 from mrfnet.train.driver import DEFAULT_DATA, TrainOptions, check_gpus, prepare_run, train
 from mrfnet.train.loss_schedule import LOSS_SCHEDULES
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _nothing_trained(run_dir: Path) -> bool:
     """No snapshot written and no iteration recorded: a run that failed at its start."""
-    progress = run_dir / "progress.csv"
+    progress = run_dir / PROGRESS
     return (not any((run_dir / SNAPSHOT_DIR).glob("*_iter_*"))
             and (not progress.is_file() or len(progress.read_text().splitlines()) <= 1))
 

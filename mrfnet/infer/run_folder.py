@@ -17,6 +17,11 @@ from netgen import VARIANTS, build_deploy
 log = logging.getLogger(__name__)
 
 SNAPSHOT_DIR = "snapshots"
+# The files of a run folder (mrfnet train writes them, score/deblur/reproduce read them), beside SNAPSHOT_DIR:
+OPTIONS = "options.json"  # the TrainOptions the run was made with
+TRAIN_VAL, DEPLOY, SOLVER = "train_val.prototxt", "deploy.prototxt", "solver.prototxt"  # paths relative to the folder
+CAFFE_LOG = "caffe.log"  # the solver children's glog output
+PROGRESS = "progress.csv"  # one row per iteration: losses, learning rate, validation scores
 
 
 def snapshot_files(run_dir: Path, suffix: str) -> list[Path]:
@@ -71,7 +76,7 @@ def run_snapshots(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _run_variant(run_dir: Path) -> str | None:
-    options = run_dir / "options.json"
+    options = run_dir / OPTIONS
     return json.loads(options.read_text()).get("variant") if options.is_file() else None
 
 
@@ -94,7 +99,7 @@ def resolve_model(model: str | Path, *, deploy: str | Path | None = None, varian
             snapshots = snapshots[-1:]
     else:
         run_dir = model.parent.parent if model.parent.name == "snapshots" else None
-        if run_dir is not None and not (run_dir / "options.json").is_file():
+        if run_dir is not None and not (run_dir / OPTIONS).is_file():
             run_dir = None
         snapshots = [(iteration_of(model), model)]
     variant = variant or (_run_variant(run_dir) if run_dir else None)
@@ -102,8 +107,8 @@ def resolve_model(model: str | Path, *, deploy: str | Path | None = None, varian
         prefix = model.name.split("_iter_")[0]
 
         variant = prefix if prefix in VARIANTS else None
-    if deploy is None and run_dir is not None and (run_dir / "deploy.prototxt").is_file():
-        deploy = run_dir / "deploy.prototxt"
+    if deploy is None and run_dir is not None and (run_dir / DEPLOY).is_file():
+        deploy = run_dir / DEPLOY
     if deploy is None:
         if variant is None:
             raise ValueError(f"no deploy net for {model}: give --deploy PROTOTXT or --variant NAME")

@@ -17,7 +17,7 @@ from data_prep.sources import EMBEDDED
 from mrfnet.analyze import table1 as netgen_report
 from mrfnet.analyze.timing import time_variants
 from mrfnet.evaluate.scoring import score_model
-from mrfnet.infer.run_folder import BEST_RECORD, SNAPSHOT_DIR
+from mrfnet.infer.run_folder import BEST_RECORD, DEPLOY, OPTIONS, PROGRESS, SNAPSHOT_DIR
 from mrfnet.reproduce.claims import HEADLINE, ablation_run, read_curve
 from mrfnet.reproduce.paper import PAPER_TABLE_III
 from mrfnet.reproduce.report import CURVES, REPORT, RESULTS, VARIANT_ORDER, summary_lines, write_report
@@ -183,13 +183,13 @@ def train_run(work_dir: Path, name: str, spec: RunSpec, budget: Budget, records:
 
 
 def _stored_options(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "options.json"
+    path = run_dir / OPTIONS
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def final_val(run_dir: Path, iterations: int) -> dict[str, float]:
     """The val scores of a run's final weights, from the last validation row of its progress.csv."""
-    curve = read_curve(run_dir / "progress.csv")
+    curve = read_curve(run_dir / PROGRESS)
     rows = [i for i, value in enumerate(curve.get("val_psnr", [])) if value == value]  # not NaN: validated there
     if not rows or curve["iteration"][rows[-1]] != iterations:
         raise RuntimeError(f"{run_dir} has no validation at iteration {iterations}: delete it and run again")
@@ -233,7 +233,7 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
         run_started = time.monotonic()
         caffemodel = train_run(work_dir, run_name, spec, budget, data["splits"]["train"]["records"])
         run_dir = work_dir / "runs" / run_name
-        shutil.copyfile(run_dir / "progress.csv", report_dir / CURVES / f"{run_name}.csv")
+        shutil.copyfile(run_dir / PROGRESS, report_dir / CURVES / f"{run_name}.csv")
         runs[run_name] = {**asdict(spec), "caffemodel": os.path.relpath(caffemodel, work_dir),
                           "val": final_val(run_dir, spec.iterations),
                           "seconds": round(time.monotonic() - run_started, 1)}
@@ -242,7 +242,7 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
 
     started = time.monotonic()
     headline = work_dir / runs[HEADLINE]["caffemodel"]
-    result = score_model(headline.parents[1] / "deploy.prototxt", headline, test_lmdb=work_dir / "data" / "test_lmdb",
+    result = score_model(headline.parents[1] / DEPLOY, headline, test_lmdb=work_dir / "data" / "test_lmdb",
                          out_dir=work_dir / "scores" / "test" / HEADLINE, montage=True,
                          montage_limit=MONTAGE_IMAGES)
     test = {"blurry": result.baseline, HEADLINE: result.mean}

@@ -8,6 +8,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from mrfnet.infer.run_folder import CAFFE_LOG, PROGRESS
 from mrfnet.train.validation import COLUMNS as VAL_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def plot(train: list[dict[str, float]], test: list[dict[str, float]], path: Path
 
 def plot_run(run_dir: Path) -> Path:
     """Parse ``run_dir``/caffe.log; write train.csv, test.csv and log.png there; return the PNG."""
-    log_path = run_dir / "caffe.log" if run_dir.is_dir() else run_dir
+    log_path = run_dir / CAFFE_LOG if run_dir.is_dir() else run_dir
     if not log_path.is_file():
         raise FileNotFoundError(f"no Caffe log at {log_path}")
     train, test = parse_caffe_log(log_path.read_text(errors="replace"))
@@ -121,6 +122,6 @@ def plot_run(run_dir: Path) -> Path:
     if test:
         write_csv(test, out / "test.csv")
     figure = out / "log.png"
-    plot(train, test, figure, title=out.name, validation=read_validation(out / "progress.csv"))
+    plot(train, test, figure, title=out.name, validation=read_validation(out / PROGRESS))
     log.info("%d train and %d test rows -> %s", len(train), len(test), figure)
     return figure

@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.records import count_records, smallest_side
-from mrfnet.infer.run_folder import BEST_MODEL, BEST_RECORD, SNAPSHOT_DIR, iteration_of, latest_caffemodel
+from mrfnet.infer.run_folder import (
+    BEST_MODEL,
+    BEST_RECORD,
+    CAFFE_LOG,
+    DEPLOY,
+    OPTIONS,
+    SNAPSHOT_DIR,
+    SOLVER,
+    TRAIN_VAL,
+    iteration_of,
+    latest_caffemodel,
+)
 from mrfnet.infer.weights import check_finite, read_caffemodel
 from mrfnet.runtime.caffe_env import CaffeError, child_environment, glog_failure, import_caffe, run_isolated
 from mrfnet.runtime.device import probe_gpu
@@ -128,19 +139,19 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
     (partial / SNAPSHOT_DIR).mkdir(parents=True)
     try:
         stored = TrainOptions(**{**asdict(options), "data": str(data.resolve())})  # --data on resume overrides it
-        (partial / "options.json").write_text(json.dumps(asdict(stored), indent=2) + "\n")
+        (partial / OPTIONS).write_text(json.dumps(asdict(stored), indent=2) + "\n")
         (partial / "command.txt").write_text(shlex.join(argv) + "\n")
         net = build_train_val(options.variant, train_source=str(train_lmdb.resolve()),
                               val_source=str(val_lmdb.resolve()), batch_size=schedule.batch_per_gpu,
                               crop_size=options.crop_size, loss=options.loss,
                               edge=EdgeOptions() if options.edge else None)
-        (partial / "train_val.prototxt").write_text(str(net))
-        (partial / "deploy.prototxt").write_text(
+        (partial / TRAIN_VAL).write_text(str(net))
+        (partial / DEPLOY).write_text(
             str(build_deploy(options.variant, height=options.crop_size, width=options.crop_size)))
         val_records = count_records(val_lmdb) if val_lmdb.is_dir() else 0
         schedule = Schedule(**{**asdict(schedule), "val_records": val_records})
         # paths relative to the run folder, so it can be moved or copied; train() resolves them at each start
-        write_solver(partial / "solver.prototxt", schedule, net="train_val.prototxt",
+        write_solver(partial / SOLVER, schedule, net=TRAIN_VAL,
                      snapshot_prefix=f"{SNAPSHOT_DIR}/{options.variant}", base_lr=options.base_lr, seed=options.seed,
                      gpu=bool(options.gpus))
         partial.rename(run_dir)
@@ -154,7 +165,7 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
 
 
 def load_options(run_dir: Path) -> TrainOptions:
-    path = run_dir / "options.json"
+    path = run_dir / OPTIONS
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no options.json)")
     return TrainOptions(**json.loads(path.read_text()))
@@ -172,24 +183,24 @@ def _runtime_files(run_dir: Path, options: TrainOptions, restore: Path | None,
     from google.protobuf import text_format
 
     run_dir = run_dir.resolve()
-    net = text_format.Parse((run_dir / "train_val.prototxt").read_text(), caffe_pb2.NetParameter())
+    net = text_format.Parse((run_dir / TRAIN_VAL).read_text(), caffe_pb2.NetParameter())
     data = Path(options.data)
     for layer in net.layer:
         if layer.type == "Data":
             phases = {rule.phase for rule in layer.include}
             layer.data_param.source = str(data / ("val_lmdb" if caffe_pb2.TEST in phases else "train_lmdb"))
-    (folder / "train_val.prototxt").write_text(str(net))
-    solver = text_format.Parse((run_dir / "solver.prototxt").read_text(), caffe_pb2.SolverParameter())
-    solver.net = str(folder / "train_val.prototxt")
+    (folder / TRAIN_VAL).write_text(str(net))
+    solver = text_format.Parse((run_dir / SOLVER).read_text(), caffe_pb2.SolverParameter())
+    solver.net = str(folder / TRAIN_VAL)
     solver.snapshot_prefix = str(run_dir / solver.snapshot_prefix)  # an absolute prefix (an older run) stays
-    (folder / "solver.prototxt").write_text(str(solver))
+    (folder / SOLVER).write_text(str(solver))
     if restore is None:
-        return folder / "solver.prototxt", None
+        return folder / SOLVER, None
     state = caffe_pb2.SolverState()
     state.ParseFromString(restore.read_bytes())
     state.learned_net = str(learned_net(restore, state.learned_net))
     (folder / restore.name).write_bytes(state.SerializeToString())
-    return folder / "solver.prototxt", folder / restore.name
+    return folder / SOLVER, folder / restore.name
 
 
 def train(run_dir: Path, *, resume: bool = False, data: Path | None = None) -> TrainResult:
@@ -202,16 +213,16 @@ def train(run_dir: Path, *, resume: bool = False, data: Path | None = None) -> T
         if not (Path(data) / "train_lmdb").is_dir():
             raise FileNotFoundError(f"no training LMDB at {Path(data) / 'train_lmdb'}")
         options = TrainOptions(**{**asdict(options), "data": str(Path(data).resolve())})
-        write_json_atomic(run_dir / "options.json", asdict(options))
+        write_json_atomic(run_dir / OPTIONS, asdict(options))
     check_gpus(options.gpus)
     import_caffe()
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
 
-    if not (run_dir / "solver.prototxt").is_file():
+    if not (run_dir / SOLVER).is_file():
         raise FileNotFoundError(f"{run_dir} was not fully created (no solver.prototxt): remove it and start the run "
                                 "again without --resume")
-    solver_param = text_format.Parse((run_dir / "solver.prototxt").read_text(), caffe_pb2.SolverParameter())
+    solver_param = text_format.Parse((run_dir / SOLVER).read_text(), caffe_pb2.SolverParameter())
     restore = resumable_solverstate(run_dir) if resume else None
     if resume and restore is None:
         log.warning("no solverstate in %s yet: starting from iteration 0", run_dir / SNAPSHOT_DIR)
@@ -227,13 +238,13 @@ def train(run_dir: Path, *, resume: bool = False, data: Path | None = None) -> T
     here = run_dir.resolve()
     with tempfile.TemporaryDirectory(prefix="mrfnet-train-") as tmp:
         solver_path, state_path = _runtime_files(run_dir, options, restore, Path(tmp))
-        jobs = [SolveJob(solver_path=str(solver_path), log_path=str(here / "caffe.log"),
+        jobs = [SolveJob(solver_path=str(solver_path), log_path=str(here / CAFFE_LOG),
                          loss_schedule=schedule, edge_alpha_from=round(options.edge_alpha_at * solver_param.max_iter),
                          restore=str(state_path) if state_path else None,
                          weights=None if restore else options.weights, gpus=gpus, rank=rank, nccl_uid=nccl_uid,
                          val_every=options.val_every, val_lmdb=str(Path(options.data) / "val_lmdb"),
                          val_limit=options.val_limit,
-                         deploy_path=str(here / "deploy.prototxt"),
+                         deploy_path=str(here / DEPLOY),
                          best_path=str(here / SNAPSHOT_DIR / BEST_MODEL),
                          best_psnr=best["val_psnr"] if best else None)
                 for rank in range(max(1, len(gpus)))]
@@ -296,7 +307,7 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
         log.info("stopped before the first iteration; latest snapshot %s", snapshot)
         return TrainResult(status="stopped", iteration=start, snapshot=snapshot, seconds=seconds)
     if outcome is None:
-        failure = glog_failure((run_dir / "caffe.log").read_text(errors="replace"))
+        failure = glog_failure((run_dir / CAFFE_LOG).read_text(errors="replace"))
         codes = [p.exitcode for p in processes]
         raise CaffeError(f"the solver process died (exit codes {codes}); from {run_dir / 'caffe.log'}:\n{failure}")
     kind, info = outcome

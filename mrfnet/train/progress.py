@@ -10,7 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mrfnet.infer.run_folder import BEST_MODEL, BEST_RECORD, SNAPSHOT_DIR
+from mrfnet.infer.run_folder import BEST_MODEL, BEST_RECORD, PROGRESS, SNAPSHOT_DIR
 from mrfnet.train.validation import COLUMNS as VAL_COLUMNS
 from mrfnet.train.validation import write_json_atomic
 
@@ -21,7 +21,7 @@ class _ProgressLog:
     """progress.csv (one row per iteration, val columns filled where validation ran), best.json, the tqdm bar."""
 
     def __init__(self, run_dir: Path, start: int, total: int, batch_size: int, validate: bool) -> None:
-        path = run_dir / "progress.csv"
+        path = run_dir / PROGRESS
         new = not path.exists() or not self._keep_rows_up_to(path, start)
         self._run_dir = run_dir
         self._file = path.open("a", newline="")

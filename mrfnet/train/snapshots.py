@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrfnet.infer.run_folder import SNAPSHOT_DIR, snapshot_files
+from mrfnet.infer.run_folder import DEPLOY, SNAPSHOT_DIR, snapshot_files
 from mrfnet.infer.weights import check_weights, inspect_deploy
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _snapshot_problem(state_path: Path, param_shapes: dict[str, list[tuple[int, 
     if not model.is_file():
         return f"its caffemodel {model} does not exist"
     try:
-        check_weights(model, param_shapes, deploy=state_path.parents[1] / "deploy.prototxt")
+        check_weights(model, param_shapes, deploy=state_path.parents[1] / DEPLOY)
     except ValueError as exc:
         return str(exc)
     return None
@@ -60,7 +60,7 @@ def resumable_solverstate(run_dir: Path) -> Path | None:
     states = snapshot_files(run_dir, ".solverstate")
     if not states:
         return None
-    param_shapes = inspect_deploy(run_dir / "deploy.prototxt").param_shapes
+    param_shapes = inspect_deploy(run_dir / DEPLOY).param_shapes
     for state in states:
         problem = _snapshot_problem(state, param_shapes)
         if problem is None:
