@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.images import find_images, image_key, match_pairs, read_image
-from data_prep.records import count_records, iter_pairs
+from data_prep.records import check_pairs, count_records, iter_pairs
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,7 @@ class LmdbTestSet(TestSet):
 
     def __init__(self, path: str | Path, name: str | None = None) -> None:
         self.path = Path(path)
-        if count_records(self.path) == 0:
-            raise ValueError(f"test LMDB {self.path} holds no records")
+        check_pairs(self.path)  # damaged, foreign or empty: one clear error naming it
         self.source = str(self.path.resolve())
         generic = self.path.name in GENERIC_LMDB_NAMES
         self.name = name or (self.path.resolve().parent.name if generic else self.path.name)

@@ -15,7 +15,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from data_prep.records import count_records, smallest_side
+from data_prep.records import check_pairs, count_records, smallest_side
 from mrfnet.infer.run_folder import (
     BEST_MODEL,
     BEST_RECORD,
@@ -124,6 +124,9 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
         raise ValueError(f"--edge-alpha-at is a fraction of the run in [0, 1], got {options.edge_alpha_at}")
     loss_schedule(options.loss_schedule, 1)  # reject a malformed schedule before any work
     check_val_every(options.val_every, val_lmdb, options.val_limit)
+    check_pairs(train_lmdb)  # damaged or foreign: refused here, naming it, not by a Caffe CHECK later
+    if val_lmdb.is_dir():
+        check_pairs(val_lmdb)
     side = smallest_side(train_lmdb)
     if options.crop_size > side:  # Caffe's Data layer would abort on it
         raise ValueError(f"--crop-size {options.crop_size} is larger than the training records ({side} pixels "
@@ -189,6 +192,8 @@ def _runtime_files(run_dir: Path, options: TrainOptions, restore: Path | None,
         if layer.type == "Data":
             phases = {rule.phase for rule in layer.include}
             layer.data_param.source = str(data / ("val_lmdb" if caffe_pb2.TEST in phases else "train_lmdb"))
+            if caffe_pb2.TEST not in phases or Path(layer.data_param.source).is_dir():
+                check_pairs(layer.data_param.source)  # Caffe's Data layer would abort on a damaged one, naming none
     (folder / TRAIN_VAL).write_text(str(net))
     solver = text_format.Parse((run_dir / SOLVER).read_text(), caffe_pb2.SolverParameter())
     solver.net = str(folder / TRAIN_VAL)
