@@ -215,6 +215,29 @@ def test_resume_skips_a_damaged_or_poisoned_newest_snapshot(caffe, dataset, tmp_
     assert "skipping snapshot lwrefinenet_iter_8.solverstate" in caplog.text and "non-finite" in caplog.text
 
 
+def test_keep_snapshots_keeps_the_newest_good_pairs(caffe, dataset, tmp_path):
+    """--keep-snapshots 2: the two newest complete, finite pairs stay; older ones go; a poisoned pair never counts."""
+    from caffe.proto import caffe_pb2
+
+    from mrfnet.train.snapshots import SnapshotKeeper
+
+    run_dir = prepare_run(_options(dataset, tmp_path / "run", iterations=8, snapshot_every=2, keep_snapshots=2),
+                          ["test"])
+    train(run_dir)
+    snapshots = run_dir / "snapshots"
+    names = sorted(path.name for path in snapshots.glob("*_iter_*"))
+    assert names == [f"lwrefinenet_iter_{i}.{kind}" for i in (6, 8) for kind in ("caffemodel", "solverstate")]
+
+    model = snapshots / "lwrefinenet_iter_8.caffemodel"  # poisoned: the keeper must keep iteration 6 as well
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString(model.read_bytes())
+    next(layer for layer in net.layer if layer.blobs).blobs[0].data[0] = float("nan")
+    model.write_bytes(net.SerializeToString())
+    assert SnapshotKeeper(run_dir, 1).prune() == []
+    assert (snapshots / "lwrefinenet_iter_6.caffemodel").exists()
+    assert train(run_dir, resume=True).iteration == 8  # resumes from the good pair at 6
+
+
 def test_a_failed_start_leaves_no_run_folder(caffe, dataset, tmp_path, caplog):
     """Refused before the folder exists (a truncated --weights), or removed again after a Caffe abort at set-up."""
     from mrfnet.cli import main

@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
             variant=args.variant, data=str(args.data or DEFAULT_DATA), run_dir=str(args.run_dir),
             batch_size=args.batch_size,
             crop_size=args.crop_size, epochs=args.epochs, iterations=args.iterations, base_lr=args.base_lr,
-            halve_every_epochs=args.halve_every_epochs, snapshot_every=args.snapshot_every, loss=args.loss,
+            halve_every_epochs=args.halve_every_epochs, snapshot_every=args.snapshot_every,
+            keep_snapshots=args.keep_snapshots, loss=args.loss,
             loss_schedule=args.loss_schedule, gpus=args.gpus, seed=args.seed,
             weights=str(args.weights) if args.weights else None, edge=args.edge, edge_alpha_at=args.edge_alpha_at,
             val_every=args.val_every, val_limit=args.val_limit)
@@ -82,6 +83,9 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="halve the learning rate every this many epochs (paper: 10)")
     parser.add_argument("--snapshot-every", type=positive_int,
                         help="snapshot interval in iterations (default: one epoch)")
+    parser.add_argument("--keep-snapshots", type=positive_int, metavar="K",
+                        help="keep only the newest K good snapshot pairs (caffemodel + solverstate, finite), "
+                             "deleting older ones as training goes (default: keep all)")
     parser.add_argument("--loss", choices=("native", "python"), default="native",
                         help="scale refinement loss as native EuclideanLoss layers or the Python layer")
     parser.add_argument("--loss-schedule", default="coarse-to-fine",

@@ -35,7 +35,7 @@ from mrfnet.runtime.doctor import probe_caffe
 from mrfnet.train.loss_schedule import loss_schedule
 from mrfnet.train.progress import _ProgressLog
 from mrfnet.train.schedule import HALVE_EVERY_EPOCHS, Schedule, write_solver
-from mrfnet.train.snapshots import TrainingError, learned_net, resumable_solverstate
+from mrfnet.train.snapshots import SnapshotKeeper, TrainingError, learned_net, resumable_solverstate
 from mrfnet.train.validation import check_val_every, write_json_atomic
 from mrfnet.train.worker import SolveJob, solve
 from netgen import EdgeOptions, build_deploy, build_train_val
@@ -69,6 +69,7 @@ class TrainOptions:
     edge_alpha_at: float = 0.5
     val_every: int | None = None
     val_limit: int | None = None
+    keep_snapshots: int | None = None  # the newest good pairs kept; None: all
 
 
 @dataclass
@@ -255,11 +256,12 @@ def train(run_dir: Path, *, resume: bool = False, data: Path | None = None) -> T
                 for rank in range(max(1, len(gpus)))]
         log.info("training %s from iteration %d to %d on %s", options.variant, start, solver_param.max_iter,
                  f"GPUs {gpus}" if gpus else "the CPU")
-        return _supervise(run_dir, jobs, start, solver_param.max_iter, options.batch_size, bool(options.val_every))
+        return _supervise(run_dir, jobs, start, solver_param.max_iter, options.batch_size, bool(options.val_every),
+                          options.keep_snapshots)
 
 
 def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, batch_size: int,
-               validate: bool) -> TrainResult:
+               validate: bool, keep_snapshots: int | None = None) -> TrainResult:
     context = multiprocessing.get_context("spawn")
     processes, connections = [], []
     for job in jobs:
@@ -282,6 +284,7 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
 
     previous = {s: signal.signal(s, forward_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     progress = _ProgressLog(run_dir, start, max_iter, batch_size, validate)
+    keeper = SnapshotKeeper(run_dir, keep_snapshots)
     began = time.monotonic()
     outcome: tuple[str, dict] | None = None
     try:
@@ -295,12 +298,14 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
                     continue
                 if kind == "progress":
                     progress.update(info)
+                    keeper.prune()
                 elif kind in ("finished", "stopped", "nonfinite") and conn is connections[0]:
                     outcome = (kind, info)
                 elif kind == "nonfinite":
                     outcome = outcome or (kind, info)
         for process in processes:
             process.join()
+        keeper.prune()
     finally:
         progress.close()
         for signum, handler in previous.items():

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mrfnet.infer.run_folder import DEPLOY, SNAPSHOT_DIR, snapshot_files
-from mrfnet.infer.weights import check_weights, inspect_deploy
+from mrfnet.infer.run_folder import DEPLOY, SNAPSHOT_DIR, iteration_of, snapshot_files
+from mrfnet.infer.weights import check_weights, inspect_deploy, nonfinite_values, read_caffemodel
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +68,48 @@ def resumable_solverstate(run_dir: Path) -> Path | None:
         log.warning("skipping snapshot %s: %s", state.name, problem)
     raise TrainingError(f"no snapshot in {run_dir / SNAPSHOT_DIR} can be resumed from (each is named above with "
                         "why); remove the run folder to train again from the start")
+
+
+class SnapshotKeeper:
+    """Keeps a run's newest ``keep`` good snapshot pairs and deletes the older ones (``--keep-snapshots``).
+
+    A pair is good when both its caffemodel and solverstate exist (Caffe writes each atomically: patch
+    0006) and the caffemodel's parameters are all finite; a pair still being written, or a poisoned
+    one, never counts, so the pairs a resume can fall back to are always kept. best.caffemodel is not a
+    snapshot and is never touched. None keeps everything.
+    """
+
+    def __init__(self, run_dir: Path, keep: int | None) -> None:
+        self.run_dir, self.keep = run_dir, keep
+        self._finite: dict[Path, bool] = {}
+        self._seen: tuple[Path, ...] = ()
+
+    def prune(self) -> list[Path]:
+        """Delete what is beyond the newest ``keep`` good pairs; the files deleted."""
+        if self.keep is None:
+            return []
+        models = snapshot_files(self.run_dir, ".caffemodel")
+        if tuple(models) == self._seen:
+            return []
+        self._seen = tuple(models)
+        states = {iteration_of(path): path for path in snapshot_files(self.run_dir, ".solverstate")}
+        good = [model for model in models if iteration_of(model) in states and self._is_finite(model)]
+        if len(good) <= self.keep:
+            return []
+        oldest_kept = iteration_of(good[self.keep - 1])
+        doomed = [path for path in [*models, *states.values()] if iteration_of(path) < oldest_kept]
+        for path in doomed:
+            path.unlink(missing_ok=True)
+            self._finite.pop(path, None)
+        if doomed:
+            log.info("kept the newest %d snapshot pairs; deleted %s", self.keep, ", ".join(p.name for p in doomed))
+        self._seen = tuple(snapshot_files(self.run_dir, ".caffemodel"))
+        return doomed
+
+    def _is_finite(self, model: Path) -> bool:
+        if model not in self._finite:
+            try:
+                self._finite[model] = not nonfinite_values(read_caffemodel(model))
+            except (OSError, ValueError):  # unreadable: not a pair to rely on
+                self._finite[model] = False
+        return self._finite[model]
