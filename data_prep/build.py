@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import time
 import zlib
 from collections import Counter
@@ -203,6 +204,24 @@ def make_records(task: Task) -> tuple[str, list[Record], list[str]]:
 
 def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already
+    # Ctrl-C reaches the whole process group: only the parent acts on it (it stops the workers and removes
+    # its partial LMDBs); a worker that took it could die holding the task queue's lock, and hang the pool
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(executor: ProcessPoolExecutor, exc_type: type | None, *_: object) -> None:
+    """Cancel what has not started; after a Ctrl-C also end the workers at once, not after their tasks.
+
+    The pool's manager thread may then wait forever at interpreter exit, so the command line leaves
+    with os._exit after an interrupt (mrfnet.cli); everything else waits for the workers as usual.
+    """
+    if exc_type is None or not issubclass(exc_type, KeyboardInterrupt):
+        executor.shutdown(cancel_futures=True)
+        return
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in multiprocessing.active_children():
+        process.terminate()
+        process.join(10)
 
 
 def _results(tasks: list[Task], workers: int, stack: ExitStack) -> Iterator[tuple[str, list[Record], list[str]]]:
@@ -211,9 +230,16 @@ def _results(tasks: list[Task], workers: int, stack: ExitStack) -> Iterator[tupl
         return map(make_records, tasks)
     # spawn, not fork: the parent has Caffe, OpenCV and OpenBLAS loaded, with their threads. Not
     # multiprocessing.Pool: it waits forever for the result of a worker that was killed (OOM).
-    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
-    stack.callback(executor.shutdown, cancel_futures=True)
-    futures = [executor.submit(make_records, task) for task in tasks]
+    # The workers start with SIGINT ignored (a spawned child inherits that), so none dies of a Ctrl-C while
+    # it starts up, before _init_worker runs.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker)
+        stack.push(lambda *exc: _stop_workers(executor, *exc))
+        futures = [executor.submit(make_records, task) for task in tasks]
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return (future.result() for future in as_completed(futures))
 
 

@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         log.error("%s", exc)
         return 1
+    except KeyboardInterrupt:  # no traceback: each command keeps only what it had finished (docs, "Failure modes")
+        log.error("interrupted (Ctrl-C)")
+        if argv is None:  # the program itself: its clean-up has run; skip atexit, where a process pool's
+            logging.shutdown()  # manager thread can wait for workers the interrupt stopped
+            os._exit(130)
+        return 130
 
 
 if __name__ == "__main__":

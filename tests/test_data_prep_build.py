@@ -297,3 +297,25 @@ def test_worker_processes_start_only_for_large_jobs(tmp_path):
     big = tasks(int((AUTO_WORKERS_MIN_PIXELS / 4) ** 0.5) + 1)
     assert worker_count(BuildOptions(), big) == min(os.cpu_count() or 1, 4)
     assert worker_count(BuildOptions(workers=3), tasks(100, count=2)) == 2  # never more than the tasks
+
+
+def test_ctrl_c_stops_the_build_quietly_and_keeps_nothing_half_written(tmp_path):
+    """SIGINT to the process group (a terminal's Ctrl-C): exit 130, one line, no traceback, no partial LMDB."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "data"
+    process = subprocess.Popen([sys.executable, "-m", "mrfnet.cli", "data-prep", "--out", str(out), "--copies", "40",
+                                "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(6)  # past start-up, well before the build's ~20 s
+    assert process.poll() is None, "the build ended before it could be interrupted"
+    os.killpg(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "interrupted (Ctrl-C)" in output and "Traceback" not in output
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))

@@ -105,12 +105,19 @@ def layer_table(prototxt: str, height: int | None = None, width: int | None = No
 
     Raises ValueError for text that is not a NetParameter and CaffeError when Caffe rejects the net.
     """
-    caffe_pb2 = import_caffe().proto.caffe_pb2
-    net = caffe_pb2.NetParameter()
+    caffe = import_caffe()
+    net = caffe.proto.caffe_pb2.NetParameter()
     try:
         text_format.Merge(prototxt, net)
     except text_format.ParseError as exc:
         raise ValueError(f"not a Caffe net definition: {exc}") from exc
+    if not net.layer:
+        raise ValueError("the net definition has no layers (an empty file, or one written with the old `layers` "
+                         "field): nothing to count")
+    known = set(caffe.layer_type_list())
+    unknown = [f"{layer.name!r} ({layer.type})" for layer in net.layer if layer.type not in known]
+    if unknown:  # Caffe would abort on them, listing every type it knows
+        raise ValueError(f"layer type(s) this Caffe does not have: {', '.join(unknown)}")
     if height is not None and width is not None:
         for layer in net.layer:
             for shape in layer.input_param.shape:

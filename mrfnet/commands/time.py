@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from mrfnet.analyze.timing import DEFAULT_MEMORY_BATCHES, DEFAULT_MEMORY_SIDE, time_variants
@@ -14,16 +15,39 @@ from netgen import VARIANTS
 from netgen.sizes import parse_sizes
 
 
-def _ints(text: str) -> list[int]:
+def _batches(text: str) -> list[int]:
+    """Comma-separated positive batch sizes, checked before any timing work."""
     try:
-        return [int(item) for item in text.split(",") if item.strip()]
+        values = [int(item) for item in text.split(",") if item.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes are positive integers, got {text!r}")
+    return values
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    try:
+        return parse_sizes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _check_out(out: Path | None) -> None:
+    """Refuse an --out that cannot be written before the minutes of timing, not after."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for timing.md and timing.json")
+    existing = next(parent for parent in (out, *out.parents) if parent.exists())
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"--out {out}: {existing} is not writable")
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_out(args.out)
     variants = args.variants or list(VARIANTS)
-    report = time_variants(variants, sizes=parse_sizes(args.sizes), repeats=args.repeats, warmup=args.warmup,
+    report = time_variants(variants, sizes=args.sizes, repeats=args.repeats, warmup=args.warmup,
                            memory_batches=args.memory_batches, memory_side=args.memory_side,
                            max_memory_gb=args.max_memory_gb, tile_memory_gb=args.tile_memory_gb,
                            overlap=args.overlap, caffe_time=not args.no_caffe_time, gpu=args.gpu)
@@ -41,12 +65,12 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("time", help="inference time and training memory of each variant (Tables III, IV)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_variants_argument(parser)
-    parser.add_argument("--sizes", default="256x256,1280x720",
+    parser.add_argument("--sizes", type=_sizes, default="256x256,1280x720",
                         help="inference sizes, WIDTHxHEIGHT, comma-separated (default: %(default)s)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed passes per size (default: %(default)s)")
     parser.add_argument("--warmup", type=non_negative_int, default=1,
                         help="untimed passes first (default: %(default)s)")
-    parser.add_argument("--memory-batches", type=_ints, default=list(DEFAULT_MEMORY_BATCHES),
+    parser.add_argument("--memory-batches", type=_batches, default=list(DEFAULT_MEMORY_BATCHES),
                         help="batch sizes of the training-memory table (default: 1,8,16)")
     parser.add_argument("--memory-side", type=positive_int, default=DEFAULT_MEMORY_SIDE,
                         help="square input side of the training-memory table (default: %(default)s, the paper's crop)")
