@@ -153,3 +153,16 @@ def test_cli_reports_bad_input_in_one_line(capsys, tmp_path):
 
 def test_parse_sizes_reads_width_by_height():
     assert parse_sizes("256x256, 1280x720") == [(256, 256), (720, 1280)]
+
+
+def test_report_prototxt_refuses_an_empty_net_and_unknown_layer_types(tmp_path, caplog):
+    empty = tmp_path / "empty.prototxt"
+    empty.write_text("")
+    unknown = tmp_path / "unknown.prototxt"
+    unknown.write_text('layer { name: "in" type: "Input" top: "x" '
+                       'input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
+                       'layer { name: "f" type: "Frobnicate" bottom: "x" top: "y" }\n')
+    assert cli.main(["netgen", "--report-prototxt", str(empty)]) == 1
+    assert "no layers" in caplog.text
+    assert cli.main(["netgen", "--report-prototxt", str(unknown)]) == 1
+    assert "'f' (Frobnicate)" in caplog.text and "Check failed" not in caplog.text

@@ -72,3 +72,14 @@ def test_training_memory_can_be_counted_without_running_it():
     assert inference.tile == "32x32" and inference.seconds_mean > 0  # warmed up on one tile, then timed whole
     assert training.peak_rss_mb is None and training.counted_mb > 0 and training.skipped == "counted only"
     assert "counted only, not run" in report.memory_note and "a warm-up is one tile" in report.timing_note
+
+
+def test_options_are_checked_before_any_timing_work(tmp_path, capsys, caplog):
+    for bad in (["--memory-batches", "0,4"], ["--memory-batches", "x"], ["--sizes", "12"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(["time", *bad])
+        assert info.value.code == 2
+    file = tmp_path / "a-file"
+    file.write_text("")
+    assert cli.main(["time", "--variants", SMALLEST_VARIANT, "--sizes", "64x64", "--out", str(file)]) == 1
+    assert "is a file" in caplog.text and "Inference time" not in capsys.readouterr().out
