@@ -27,9 +27,10 @@ from mrfnet.evaluate.scoring import score_model, score_run
 from mrfnet.evaluate.tables import make_table
 from mrfnet.evaluate.testsets import FolderTestSet, LmdbTestSet, open_test_set
 from mrfnet.infer.model import Model
-from mrfnet.infer.run_folder import run_snapshots
+from mrfnet.infer.run_folder import resolve_model, run_snapshots
 from mrfnet.infer.weights import WeightsMismatch, check_weights, inspect_deploy
 from mrfnet.runtime.caffe_env import CaffeError
+from netgen import VARIANTS
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +246,17 @@ def test_bare_caffemodel_needs_a_deploy_or_variant(model_files, test_lmdb, tmp_p
     assert cli.main(["score", str(lone), "--test-lmdb", str(test_lmdb), "--variant", SMALLEST_VARIANT,
                      "--limit", "1"]) == 0
     assert len(_rows(tmp_path / "weights_score" / "images.csv")) == 1
+
+
+def test_a_variant_that_contradicts_the_run_or_the_deploy_is_refused(caffe, model_files, test_lmdb, tmp_path, caplog):
+
+
+    run = make_run(caffe, tmp_path / "runs")  # trained as SMALLEST_VARIANT
+    other = next(name for name in VARIANTS if name != SMALLEST_VARIANT)
+    with pytest.raises(ValueError, match=f"--variant {other}, but .* was trained as {SMALLEST_VARIANT}"):
+        resolve_model(run, variant=other)
+    assert resolve_model(run, variant=SMALLEST_VARIANT).variant == SMALLEST_VARIANT
+    with pytest.raises(ValueError, match="both name the net"):
+        resolve_model(model_files[1], deploy=model_files[0], variant=SMALLEST_VARIANT)
+    assert cli.main(["score", str(run), "--test-lmdb", str(test_lmdb), "--variant", other]) == 1
+    assert "was trained as" in caplog.text

@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
                   montage_limit=args.montage_limit, tile=parse_tile(args.tile), overlap=args.overlap,
                   max_memory_gb=args.max_memory_gb, limit=args.limit, gpu=args.gpu)
     if model.is_dir():
-        report = score_run(model, test_set, out_dir=args.out, deploy=args.deploy, last_only=args.last_only, **common)
+        report = score_run(model, test_set, out_dir=args.out, deploy=args.deploy, variant=args.variant,
+                           last_only=args.last_only, **common)
         out = Path(args.out) if args.out else model / "score"
     else:
         out = Path(args.out) if args.out else model.with_name(f"{model.stem}_score")

@@ -277,8 +277,8 @@ def score_model(deploy: str | Path, weights: str | Path, test_set: TestSet | Non
 
 def score_run(run_dir: str | Path, test_set: TestSet | None = None, *, test_lmdb: str | Path | None = None,
               blur_dir: str | Path | None = None, sharp_dir: str | Path | None = None,
-              out_dir: str | Path | None = None, deploy: str | Path | None = None, label: str | None = None,
-              metrics: MetricOptions | None = None,
+              out_dir: str | Path | None = None, deploy: str | Path | None = None, variant: str | None = None,
+              label: str | None = None, metrics: MetricOptions | None = None,
               save_images: bool = False, montage: bool = False, montage_limit: int = DEFAULT_MONTAGE_LIMIT,
               tile: int | str = "auto", overlap: int = DEFAULT_OVERLAP, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
               limit: int | None = None, last_only: bool = False, gpu: int | None = None) -> ScoreReport:
@@ -288,7 +288,7 @@ def score_run(run_dir: str | Path, test_set: TestSet | None = None, *, test_lmdb
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     out = Path(out_dir) if out_dir is not None else run_dir / "score"
-    source = resolve_model(run_dir, deploy=deploy, work_dir=out, last_only=last_only)
+    source = resolve_model(run_dir, deploy=deploy, variant=variant, work_dir=out, last_only=last_only)
     return _score(source, test_set, kind="run", out_dir=out, label=label, metrics=metrics or MetricOptions(),
                   save_images=save_images,
                   montage=montage, montage_limit=montage_limit, tile=tile, overlap=overlap,

@@ -102,10 +102,15 @@ def resolve_model(model: str | Path, *, deploy: str | Path | None = None, varian
         if run_dir is not None and not (run_dir / OPTIONS).is_file():
             run_dir = None
         snapshots = [(iteration_of(model), model)]
-    variant = variant or (_run_variant(run_dir) if run_dir else None)
+    if variant is not None and deploy is not None:
+        raise ValueError(f"--variant {variant} and --deploy {deploy} both name the net: give one of them")
+    trained_as = _run_variant(run_dir) if run_dir else None
+    if variant is not None and trained_as is not None and variant != trained_as:
+        raise ValueError(f"--variant {variant}, but {run_dir} was trained as {trained_as}: leave --variant out "
+                         "(the run folder's own deploy net is used)")
+    variant = variant or trained_as
     if variant is None and not model.is_dir():
         prefix = model.name.split("_iter_")[0]
-
         variant = prefix if prefix in VARIANTS else None
     if deploy is None and run_dir is not None and (run_dir / DEPLOY).is_file():
         deploy = run_dir / DEPLOY
