@@ -21,7 +21,7 @@ RANKS = {"mrfnet.runtime": 1, "mrfnet.layers": 1, "mrfnet.infer": 2, "mrfnet.eva
 # Imported where used: matplotlib and pydot are heavy and only some commands draw; Caffe (caffe,
 # caffe.proto) and the libraries `mrfnet doctor` probes may be missing, and a command that needs
 # none of them must still start and say so clearly (mrfnet.runtime.caffe_env.import_caffe).
-LAZY_ALLOWED = ("matplotlib", "pydot", "caffe", "lmdb", "cv2", "skimage", "scipy", "google")
+LAZY_ALLOWED = ("matplotlib", "pydot", "caffe", "lmdb", "cv2", "skimage", "scipy")
 
 
 def module_name(path: Path) -> str:

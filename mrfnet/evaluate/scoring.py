@@ -308,7 +308,7 @@ def write_iteration_csv(report: ScoreReport, path: Path) -> None:
 
 def plot_iterations(report: ScoreReport, path: Path) -> None:
     """PSNR and SSIM against iteration, the blurry input's as a dashed line (Agg, fixed style)."""
-    import matplotlib
+    import matplotlib  # here, not at the top: heavy, and only the commands that draw need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

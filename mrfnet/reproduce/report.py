@@ -47,7 +47,7 @@ SEED_STYLES = ("-", "--", ":", "-.")
 
 
 def _figure():
-    import matplotlib
+    import matplotlib  # here, not at the top: heavy, and only the commands that draw need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -69,7 +69,7 @@ def read_validation(progress: Path) -> list[dict[str, float]]:
 
 def plot(train: list[dict[str, float]], test: list[dict[str, float]], path: Path, title: str,
          validation: list[dict[str, float]] | None = None) -> None:
-    import matplotlib
+    import matplotlib  # here, not at the top: heavy, and only the commands that draw need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

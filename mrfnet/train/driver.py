@@ -15,6 +15,8 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import text_format
+
 from data_prep.records import check_pairs, count_records, smallest_side
 from mrfnet.infer.run_folder import (
     BEST_MODEL,
@@ -184,7 +186,6 @@ def _runtime_files(run_dir: Path, options: TrainOptions, restore: Path | None,
     moved folder's one is pointed at where the caffemodel is now.
     """
     from caffe.proto import caffe_pb2
-    from google.protobuf import text_format
 
     run_dir = run_dir.resolve()
     net = text_format.Parse((run_dir / TRAIN_VAL).read_text(), caffe_pb2.NetParameter())
@@ -223,7 +224,6 @@ def train(run_dir: Path, *, resume: bool = False, data: Path | None = None) -> T
     check_gpus(options.gpus)
     import_caffe()
     from caffe.proto import caffe_pb2
-    from google.protobuf import text_format
 
     if not (run_dir / SOLVER).is_file():
         raise FileNotFoundError(f"{run_dir} was not fully created (no solver.prototxt): remove it and start the run "

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from mrfnet.infer.run_folder import DEPLOY, SNAPSHOT_DIR, iteration_of, snapshot_files
 from mrfnet.infer.weights import check_weights, inspect_deploy, nonfinite_values, read_caffemodel
@@ -30,7 +31,6 @@ def learned_net(state_path: Path, learned_net: str) -> Path:
 def _snapshot_problem(state_path: Path, param_shapes: dict[str, list[tuple[int, ...]]]) -> str | None:
     """Why the solverstate and its caffemodel cannot be resumed from (Caffe would abort), or None."""
     from caffe.proto import caffe_pb2
-    from google.protobuf.message import DecodeError
 
     state = caffe_pb2.SolverState()
     try:

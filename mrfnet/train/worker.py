@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import text_format
+
 from mrfnet.runtime.caffe_env import import_caffe
 from mrfnet.runtime.device import set_mode
 from mrfnet.train.loss_schedule import weights_at
@@ -154,7 +156,6 @@ def _edge_loss_values(net: Any, tops: list[str]) -> dict[str, float]:
 
 def _solver_parameter(path: str) -> Any:
     from caffe.proto import caffe_pb2
-    from google.protobuf import text_format
 
     with open(path) as file:
         return text_format.Parse(file.read(), caffe_pb2.SolverParameter())
