@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# The conversions load_image records (data-prep writes them into meta_info; deblur warns on 16 bits)
+FROM_16_BIT, FROM_GREY, ALPHA_SET_ASIDE = "16-bit rounded to 8-bit", "grayscale replicated to BGR", "alpha set aside"
 
 
 class ImageError(ValueError):
@@ -46,16 +48,16 @@ def load_image(path: str | Path) -> LoadedImage:
     notes = []
     if image.dtype == np.uint16:
         image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-        notes.append("16-bit rounded to 8-bit")
+        notes.append(FROM_16_BIT)
     elif image.dtype != np.uint8:
         raise ImageError(f"image {path} has {image.dtype} samples; only 8- and 16-bit images are supported")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 2:
-        notes.append("grayscale replicated to BGR")
+        notes.append(FROM_GREY)
         return LoadedImage(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), grey=True, notes=tuple(notes))
     if image.shape[2] == 4:
-        notes.append("alpha set aside")
+        notes.append(ALPHA_SET_ASIDE)
         return LoadedImage(np.ascontiguousarray(image[:, :, :3]), alpha=image[:, :, 3].copy(), notes=tuple(notes))
     if image.shape[2] != 3:
         raise ImageError(f"image {path} has {image.shape[2]} channels; expected 1, 3 or 4")
@@ -67,7 +69,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
     image = load_image(path)
     if image.alpha is not None and image.alpha.min() < 255:
         raise ImageError(f"image {path} has transparent pixels; flatten it onto a background first")
-    notes = [note if note != "alpha set aside" else "opaque alpha dropped" for note in image.notes]
+    notes = [note if note != ALPHA_SET_ASIDE else "opaque alpha dropped" for note in image.notes]
     return image.bgr, notes
 
 
@@ -94,9 +96,14 @@ def image_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
+def image_key(relative: str) -> str:
+    """What pairs a blurred file with its sharp partner: the relative path without its suffix (a.png, a.jpg)."""
+    return Path(relative).with_suffix("").as_posix()
+
+
 def item_name(relative: str) -> str:
-    """A record name from a relative path: suffix dropped, folders joined with '_' (no '/' in keys)."""
-    return Path(relative).with_suffix("").as_posix().replace("/", "_")
+    """A record name from a relative path: its :func:`image_key` with folders joined by '_' (no '/' in keys)."""
+    return image_key(relative).replace("/", "_")
 
 
 def find_images(folder: Path) -> dict[str, Path]:
@@ -113,11 +120,6 @@ def find_images(folder: Path) -> dict[str, Path]:
         if other != relative:
             raise ValueError(f"{folder / other} and {folder / relative} would get the same record name")
     return found
-
-
-def image_key(relative: str) -> str:
-    """What pairs a blurred file with its sharp partner: the relative path without its suffix (a.png, a.jpg)."""
-    return Path(relative).with_suffix("").as_posix()
 
 
 def match_pairs(blur: dict[str, Path], sharp: dict[str, Path]) -> list[tuple[str, Path, Path]]:

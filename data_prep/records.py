@@ -39,27 +39,31 @@ def encode_pair(blur_bgr: np.ndarray, sharp_bgr: np.ndarray) -> bytes:
     return datum.SerializeToString()
 
 
-def decode_pair(value: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """The (blur, sharp) HxWx3 uint8 BGR images of one serialised Datum."""
-    datum = _datum(value)
+def _pair_datum(value: bytes) -> caffe_pb2.Datum:
+    """The Datum of one record, checked to be a raw pair of the sizes it states; ValueError saying what it is not."""
+    datum = caffe_pb2.Datum()
+    try:
+        datum.ParseFromString(value)
+    except DecodeError as exc:
+        raise ValueError(f"not a Datum ({exc})") from exc
     if datum.channels != CHANNELS or datum.encoded:
         raise ValueError(f"not a raw {CHANNELS}-channel pair Datum (channels={datum.channels}, "
                          f"encoded={datum.encoded})")
     if len(datum.data) != CHANNELS * datum.height * datum.width or not datum.height or not datum.width:
         raise ValueError(f"a {datum.height}x{datum.width} Datum with {len(datum.data)} bytes of pixels, "
                          f"not {CHANNELS * datum.height * datum.width}")
+    return datum
+
+
+def decode_pair(value: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The (blur, sharp) HxWx3 uint8 BGR images of one serialised Datum."""
+    return _images(_pair_datum(value))
+
+
+def _images(datum: caffe_pb2.Datum) -> tuple[np.ndarray, np.ndarray]:
     chw = np.frombuffer(datum.data, dtype=np.uint8).reshape(CHANNELS, datum.height, datum.width)
     hwc = chw.transpose(1, 2, 0)
     return np.ascontiguousarray(hwc[:, :, :3]), np.ascontiguousarray(hwc[:, :, 3:])
-
-
-def _datum(value: bytes) -> caffe_pb2.Datum:
-    datum = caffe_pb2.Datum()
-    try:
-        datum.ParseFromString(value)
-    except DecodeError as exc:
-        raise ValueError(f"not a Datum ({exc})") from exc
-    return datum
 
 
 def open_lmdb(path: str | Path) -> lmdb.Environment:
@@ -86,22 +90,29 @@ def open_lmdb(path: str | Path) -> lmdb.Environment:
     return env
 
 
-def _records(path: str | Path, limit: int | None = None) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) in key order, lmdb's own errors (a damaged page) turned into :class:`LmdbError`."""
+def _damaged(path: str | Path, exc: lmdb.Error) -> LmdbError:
+    return LmdbError(f"{path} is damaged ({type(exc).__name__}: {exc}); {REBUILD}")
+
+
+def _records(path: str | Path, limit: int | None = None) -> Iterator[tuple[bytes, caffe_pb2.Datum]]:
+    """(key, checked pair Datum) in key order; lmdb's errors (a damaged page) and a record that is not a
+    pair each become an :class:`LmdbError` naming the LMDB."""
     with open_lmdb(path) as env, env.begin() as txn:
-        cursor = txn.cursor()
         try:
-            for index, (key, value) in enumerate(cursor):
+            for index, (key, value) in enumerate(txn.cursor()):
                 if limit is not None and index == limit:
                     return
-                yield key, value
+                yield key, _checked(path, key, value)
         except lmdb.Error as exc:
-            raise LmdbError(f"{path} is damaged ({type(exc).__name__}: {exc}); {REBUILD}") from exc
+            raise _damaged(path, exc) from exc
 
 
-def _bad_record(path: str | Path, key: bytes, exc: Exception) -> LmdbError:
-    return LmdbError(f"{path}: record {key.decode(errors='replace')!r} is {exc}: not an LMDB of blurred/sharp "
-                     f"pairs made by `mrfnet data-prep`, or a damaged one; {REBUILD}")
+def _checked(path: str | Path, key: bytes, value: bytes) -> caffe_pb2.Datum:
+    try:
+        return _pair_datum(value)
+    except ValueError as exc:
+        raise LmdbError(f"{path}: record {key.decode(errors='replace')!r} is {exc}: not an LMDB of blurred/sharp "
+                        f"pairs made by `mrfnet data-prep`, or a damaged one; {REBUILD}") from exc
 
 
 def count_records(path: str | Path) -> int:
@@ -115,38 +126,26 @@ def check_pairs(path: str | Path, sample: int = 16) -> int:
 
     Caffe's Data layer would CHECK-abort on them (``datum_channels > 0``), naming no LMDB.
     """
-    records = count_records(path)
-    if records == 0:
-        raise LmdbError(f"the LMDB at {path} holds no records; {REBUILD}")
-    for key, value in _records(path, sample):
-        try:
-            decode_pair(value)
-        except ValueError as exc:
-            raise _bad_record(path, key, exc) from exc
     with open_lmdb(path) as env, env.begin() as txn:
+        records = int(env.stat()["entries"])
+        if records == 0:
+            raise LmdbError(f"the LMDB at {path} holds no records; {REBUILD}")
         cursor = txn.cursor()
         try:
-            found = cursor.last()
-            key, value = cursor.item()
+            for index, (key, value) in enumerate(cursor):
+                if index == sample:
+                    break
+                _checked(path, key, value)
+            if cursor.last():
+                _checked(path, *cursor.item())
         except lmdb.Error as exc:
-            raise LmdbError(f"{path} is damaged ({type(exc).__name__}: {exc}); {REBUILD}") from exc
-        if found:
-            try:
-                decode_pair(value)
-            except ValueError as exc:
-                raise _bad_record(path, key, exc) from exc
+            raise _damaged(path, exc) from exc
     return records
 
 
 def smallest_side(path: str | Path, limit: int = 1000) -> int:
     """The smallest height or width among the first ``limit`` records: Caffe's crop must fit every one."""
-    sides = []
-    for key, value in _records(path, limit):
-        try:
-            blur, _ = decode_pair(value)
-        except ValueError as exc:
-            raise _bad_record(path, key, exc) from exc
-        sides.append(min(blur.shape[:2]))
+    sides = [min(datum.height, datum.width) for _, datum in _records(path, limit)]
     if not sides:
         raise LmdbError(f"the LMDB at {path} holds no records; {REBUILD}")
     return min(sides)
@@ -154,9 +153,5 @@ def smallest_side(path: str | Path, limit: int = 1000) -> int:
 
 def iter_pairs(path: str | Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(key, blur, sharp) for every record, in key order (the order Caffe's Data layer reads)."""
-    for key, value in _records(path):
-        try:
-            blur, sharp = decode_pair(value)
-        except ValueError as exc:
-            raise _bad_record(path, key, exc) from exc
-        yield key.decode(), blur, sharp
+    for key, datum in _records(path):
+        yield key.decode(), *_images(datum)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.images import find_images, image_key, match_pairs, read_image
-from data_prep.records import check_pairs, count_records, iter_pairs
+from data_prep.records import check_pairs, iter_pairs
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,13 @@ class LmdbTestSet(TestSet):
 
     def __init__(self, path: str | Path, name: str | None = None) -> None:
         self.path = Path(path)
-        check_pairs(self.path)  # damaged, foreign or empty: one clear error naming it
+        self.records = check_pairs(self.path)  # damaged, foreign or empty: one clear error naming it
         self.source = str(self.path.resolve())
         generic = self.path.name in GENERIC_LMDB_NAMES
         self.name = name or (self.path.resolve().parent.name if generic else self.path.name)
 
     def __len__(self) -> int:
-        return count_records(self.path)
+        return self.records
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         yield from iter_pairs(self.path)

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.images import IMAGE_SUFFIXES, LoadedImage, load_image, write_png
+from data_prep.images import FROM_16_BIT, IMAGE_SUFFIXES, LoadedImage, load_image, write_png
 from mrfnet.infer.model import Model, resolve_tile
 from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB, DEFAULT_OVERLAP
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def read_image(path: str | Path) -> LoadedImage:
     """An input image to deblur (data_prep.images' one reader), with a word when 16 bits become 8."""
     image = load_image(path)
-    if "16-bit rounded to 8-bit" in image.notes:
+    if FROM_16_BIT in image.notes:
         log.warning("%s is 16-bit: deblurring it as 8-bit and writing 8 bits", path)
     return image
 

@@ -8,47 +8,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mrfnet.infer.weights import (
-    nonfinite_values,
-    read_caffemodel,
-)
+from mrfnet.infer.weights import nonfinite_values, read_caffemodel
 from netgen import VARIANTS, build_deploy
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_DIR = "snapshots"
-# The files of a run folder (mrfnet train writes them, score/deblur/reproduce read them), beside SNAPSHOT_DIR:
+SNAPSHOT_DIR = "snapshots"  # <prefix>_iter_<N>.caffemodel / .solverstate pairs, and BEST_MODEL
+BEST_MODEL = "best.caffemodel"  # in SNAPSHOT_DIR: the weights of the best val_psnr so far
+BEST_RECORD = "best.json"  # in the run folder: the iteration and scores of those weights
 OPTIONS = "options.json"  # the TrainOptions the run was made with
 TRAIN_VAL, DEPLOY, SOLVER = "train_val.prototxt", "deploy.prototxt", "solver.prototxt"  # paths relative to the folder
 CAFFE_LOG = "caffe.log"  # the solver children's glog output
 PROGRESS = "progress.csv"  # one row per iteration: losses, learning rate, validation scores
-
-
-def snapshot_files(run_dir: Path, suffix: str) -> list[Path]:
-    """The run's snapshot files with ``suffix`` (.caffemodel, .solverstate), newest first."""
-    found = [path for path in (run_dir / SNAPSHOT_DIR).glob(f"*_iter_*{suffix}") if iteration_of(path) is not None]
-    return sorted(found, key=iteration_of, reverse=True)
-
-
-def latest_caffemodel(run_dir: Path, *, finite_only: bool = False) -> Path | None:
-    """The run's newest snapshot; with ``finite_only`` the newest whose parameters are all finite (a diverging
-    run can write NaN weights before its loss shows it), naming those it passed over."""
-    snapshots = snapshot_files(run_dir, ".caffemodel")
-    if not finite_only:
-        return snapshots[0] if snapshots else None
-    for snapshot in snapshots:
-        if not nonfinite_values(read_caffemodel(snapshot)):
-            return snapshot
-        log.warning("snapshot %s holds non-finite parameters: not a good snapshot", snapshot)
-    return None
-
-
-BEST_MODEL = "best.caffemodel"  # in the run's snapshot folder: the weights of the best val_psnr so far
-
-
-BEST_RECORD = "best.json"  # in the run folder: the iteration and scores of those weights
-
-
 SNAPSHOT = re.compile(r"_iter_(\d+)\.(?:caffemodel|solverstate)$")
 
 
@@ -68,11 +39,34 @@ def iteration_of(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _snapshots_in(folder: Path, suffix: str) -> list[tuple[int, Path]]:
+    """(iteration, file) of the snapshot files with ``suffix`` in ``folder``, oldest first (by number, not name)."""
+    found = ((iteration_of(path), path) for path in folder.glob(f"*_iter_*{suffix}")) if folder.is_dir() else ()
+    return sorted(((it, path) for it, path in found if it is not None), key=lambda pair: pair[0])
+
+
+def snapshot_files(run_dir: Path, suffix: str) -> list[Path]:
+    """The run's snapshot files with ``suffix`` (.caffemodel, .solverstate), newest first."""
+    return [path for _, path in reversed(_snapshots_in(run_dir / SNAPSHOT_DIR, suffix))]
+
+
 def run_snapshots(run_dir: Path) -> list[tuple[int, Path]]:
     """Every ``*_iter_N.caffemodel`` of a run (in snapshots/ or the folder itself), by iteration number."""
-    found = [(iteration_of(p), p) for folder in (run_dir / "snapshots", run_dir) if folder.is_dir()
-             for p in folder.glob("*_iter_*.caffemodel")]
-    return sorted(((it, p) for it, p in found if it is not None), key=lambda pair: pair[0])
+    found = _snapshots_in(run_dir / SNAPSHOT_DIR, ".caffemodel") + _snapshots_in(run_dir, ".caffemodel")
+    return sorted(found, key=lambda pair: pair[0])
+
+
+def latest_caffemodel(run_dir: Path, *, finite_only: bool = False) -> Path | None:
+    """The run's newest snapshot; with ``finite_only`` the newest whose parameters are all finite (a diverging
+    run can write NaN weights before its loss shows it), naming those it passed over."""
+    snapshots = snapshot_files(run_dir, ".caffemodel")
+    if not finite_only:
+        return snapshots[0] if snapshots else None
+    for snapshot in snapshots:
+        if not nonfinite_values(read_caffemodel(snapshot)):
+            return snapshot
+        log.warning("snapshot %s holds non-finite parameters: not a good snapshot", snapshot)
+    return None
 
 
 def _run_variant(run_dir: Path) -> str | None:
@@ -98,7 +92,7 @@ def resolve_model(model: str | Path, *, deploy: str | Path | None = None, varian
         if last_only:
             snapshots = snapshots[-1:]
     else:
-        run_dir = model.parent.parent if model.parent.name == "snapshots" else None
+        run_dir = model.parent.parent if model.parent.name == SNAPSHOT_DIR else None
         if run_dir is not None and not (run_dir / OPTIONS).is_file():
             run_dir = None
         snapshots = [(iteration_of(model), model)]
@@ -125,7 +119,6 @@ def resolve_model(model: str | Path, *, deploy: str | Path | None = None, varian
 
 def generate_deploy(variant: str, folder: Path) -> Path:
     """netgen's deploy prototxt of ``variant`` written to ``folder`` (any input size works after a reshape)."""
-
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{variant}_deploy.prototxt"
     path.write_text(str(build_deploy(variant)))

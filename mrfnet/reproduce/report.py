@@ -33,8 +33,6 @@ REPORT = "report.md"
 CURVES = "curves"
 
 
-
-
 PLOT_STYLE = {"figure.figsize": (7.0, 4.2), "figure.dpi": 110, "font.size": 9, "axes.grid": True,
               "grid.alpha": 0.3, "lines.linewidth": 1.4, "savefig.bbox": "tight"}
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from data_prep.records import check_pairs, count_records, smallest_side
+from data_prep.records import check_pairs, smallest_side
 from mrfnet.infer.run_folder import (
     BEST_MODEL,
     BEST_RECORD,
@@ -127,15 +127,14 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
         raise ValueError(f"--edge-alpha-at is a fraction of the run in [0, 1], got {options.edge_alpha_at}")
     loss_schedule(options.loss_schedule, 1)  # reject a malformed schedule before any work
     check_val_every(options.val_every, val_lmdb, options.val_limit)
-    check_pairs(train_lmdb)  # damaged or foreign: refused here, naming it, not by a Caffe CHECK later
-    if val_lmdb.is_dir():
-        check_pairs(val_lmdb)
+    records = check_pairs(train_lmdb)  # damaged or foreign: refused here, naming it, not by a Caffe CHECK later
+    val_records = check_pairs(val_lmdb) if val_lmdb.is_dir() else 0
     side = smallest_side(train_lmdb)
     if options.crop_size > side:  # Caffe's Data layer would abort on it
         raise ValueError(f"--crop-size {options.crop_size} is larger than the training records ({side} pixels "
                          f"on their short side): choose --crop-size {side} or less, or rebuild with a larger "
                          "--patch-size")
-    schedule = _schedule(options, count_records(train_lmdb))
+    schedule = _schedule(options, records)
 
     # Everything is written into a hidden sibling first and renamed into place at the end, so a failure
     # part-way leaves no half-made run folder (the generated files name the final folder).
@@ -154,7 +153,6 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
         (partial / TRAIN_VAL).write_text(str(net))
         (partial / DEPLOY).write_text(
             str(build_deploy(options.variant, height=options.crop_size, width=options.crop_size)))
-        val_records = count_records(val_lmdb) if val_lmdb.is_dir() else 0
         schedule = Schedule(**{**asdict(schedule), "val_records": val_records})
         # paths relative to the run folder, so it can be moved or copied; train() resolves them at each start
         write_solver(partial / SOLVER, schedule, net=TRAIN_VAL,

@@ -18,7 +18,6 @@ class TrainingError(RuntimeError):
     """Training stopped on a non-finite loss or a failed child process."""
 
 
-
 def learned_net(state_path: Path, learned_net: str) -> Path:
     """The caffemodel a solverstate names: where it was written, or beside the solverstate if the folder moved."""
     named = Path(learned_net)
@@ -82,28 +81,29 @@ class SnapshotKeeper:
     def __init__(self, run_dir: Path, keep: int | None) -> None:
         self.run_dir, self.keep = run_dir, keep
         self._finite: dict[Path, bool] = {}
-        self._seen: tuple[Path, ...] = ()
+        self._seen: int | None = None  # the snapshot folder's mtime when it was last looked through
 
     def prune(self) -> list[Path]:
         """Delete what is beyond the newest ``keep`` good pairs; the files deleted."""
         if self.keep is None:
             return []
+        changed = (self.run_dir / SNAPSHOT_DIR).stat().st_mtime_ns  # a file added, renamed or removed changes it
+        if changed == self._seen:  # one stat per progress message (a change within one clock tick waits a snapshot)
+            return []
         models = snapshot_files(self.run_dir, ".caffemodel")
-        if tuple(models) == self._seen:
-            return []
-        self._seen = tuple(models)
         states = {iteration_of(path): path for path in snapshot_files(self.run_dir, ".solverstate")}
+        seen = (*models, *states.values())
         good = [model for model in models if iteration_of(model) in states and self._is_finite(model)]
-        if len(good) <= self.keep:
-            return []
-        oldest_kept = iteration_of(good[self.keep - 1])
-        doomed = [path for path in [*models, *states.values()] if iteration_of(path) < oldest_kept]
+        doomed = []
+        if len(good) > self.keep:
+            oldest_kept = iteration_of(good[self.keep - 1])
+            doomed = [path for path in seen if iteration_of(path) < oldest_kept]
         for path in doomed:
             path.unlink(missing_ok=True)
             self._finite.pop(path, None)
         if doomed:
             log.info("kept the newest %d snapshot pairs; deleted %s", self.keep, ", ".join(p.name for p in doomed))
-        self._seen = tuple(snapshot_files(self.run_dir, ".caffemodel"))
+        self._seen = (self.run_dir / SNAPSHOT_DIR).stat().st_mtime_ns
         return doomed
 
     def _is_finite(self, model: Path) -> bool:
