@@ -23,6 +23,8 @@ setup(
         "tqdm",
         "matplotlib",
         "scikit-learn",  # two of the embedded photographs ship in its wheel
+        "onnx>=1.17",  # `mrfnet export`: the graph builder and checker (docs/architecture.md, "Deployment")
+        "onnxruntime>=1.20",  # the second inference engine, and its INT8 quantisation tools
     ],
     extras_require={"test": ["pytest>=8", "pydot", "ruff"]},
     entry_points={"console_scripts": ["mrfnet = mrfnet.cli:main"]},
