@@ -26,6 +26,7 @@ setup(
         "onnx>=1.17",  # `mrfnet export`: the graph builder and checker (docs/architecture.md, "Deployment")
         "onnxruntime>=1.20",  # the second inference engine, and its INT8 quantisation tools
     ],
-    extras_require={"test": ["pytest>=8", "pydot", "ruff"]},
+    # mpi: `mpirun -np N mrfnet train` (Open MPI from Debian: tools/bootstrap.sh); the tests run it too
+    extras_require={"test": ["pytest>=8", "pydot", "ruff", "mpi4py>=3.1"], "mpi": ["mpi4py>=3.1"]},
     entry_points={"console_scripts": ["mrfnet = mrfnet.cli:main"]},
 )

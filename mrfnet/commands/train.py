@@ -1,4 +1,8 @@
-"""`mrfnet train`: start or resume a training run."""
+"""`mrfnet train`: start or resume a training run.
+
+Started by `mpirun -np N` or `srun`, each rank is one solver of a data-parallel run (gradients averaged
+over MPI on the CPU, NCCL on GPUs); rank 0 writes the run folder (README, "Training on several hosts").
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ from pathlib import Path
 from mrfnet.commands.argtypes import fraction, non_negative_int, positive_float, positive_int
 from mrfnet.infer.run_folder import PROGRESS, SNAPSHOT_DIR
 from mrfnet.runtime.caffe_env import CaffeError
-from mrfnet.train.driver import DEFAULT_DATA, TrainOptions, check_gpus, prepare_run, train
+from mrfnet.train.driver import DEFAULT_DATA, TrainOptions, check_gpus, check_ranks, prepare_run, train
 from mrfnet.train.loss_schedule import LOSS_SCHEDULES
+from mrfnet.train.ranks import RankRefused, Ranks, launched_by_mpi
 from mrfnet.train.schedule import HALVE_EVERY_EPOCHS
 from mrfnet.train.snapshots import TrainingError
 from netgen.variants import VARIANTS
@@ -21,6 +26,22 @@ log = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace) -> int:
+    if not launched_by_mpi():
+        return _run(args, None)
+    ranks = Ranks()  # one rank of `mpirun -np N mrfnet train` / `srun mrfnet train`
+    try:
+        if ranks.world.size == 1:  # one rank: a plain run (which can drive one host's GPUs with NCCL)
+            ranks.close()
+            return _run(args, None)
+        return _run(args, ranks)
+    except RankRefused as exc:  # rank 0 says why, once
+        log.debug("rank %d: %s", ranks.world.rank, exc)
+        return 1
+    finally:
+        ranks.close()
+
+
+def _run(args: argparse.Namespace, ranks: Ranks | None) -> int:
     if args.resume:
         if args.weights:
             raise ValueError("--resume continues a run from its solverstate; --weights starts a new one: pick one")
@@ -34,13 +55,19 @@ def run(args: argparse.Namespace) -> int:
             keep_snapshots=args.keep_snapshots, loss=args.loss,
             loss_schedule=args.loss_schedule, gpus=args.gpus, seed=args.seed,
             weights=str(args.weights) if args.weights else None, edge=args.edge, edge_alpha_at=args.edge_alpha_at,
-            val_every=args.val_every, val_limit=args.val_limit)
-        check_gpus(options.gpus)  # before the run folder exists, so a refused run leaves nothing behind
-        run_dir = prepare_run(options, ["mrfnet", *sys.argv[1:]])
+            val_every=args.val_every, val_limit=args.val_limit, ranks=ranks.world.size if ranks else 1)
+
+        def create() -> Path:
+            if ranks is not None:
+                check_ranks(options, ranks.worlds)
+            check_gpus(options.gpus)  # before the run folder exists, so a refused run leaves nothing behind
+            return prepare_run(options, ["mrfnet", *sys.argv[1:]])
+
+        run_dir = ranks.agree(create) if ranks else create()
     try:
-        result = train(run_dir, resume=args.resume, data=args.data if args.resume else None)
+        result = train(run_dir, resume=args.resume, data=args.data if args.resume else None, ranks=ranks)
     except (TrainingError, CaffeError) as exc:
-        if not args.resume and _nothing_trained(run_dir):
+        if not args.resume and _nothing_trained(run_dir) and (ranks is None or ranks.world.leader):
             shutil.rmtree(run_dir)
             exc.args = (f"{exc}\n(the new run folder {run_dir} was removed again: nothing had been trained)",)
         if isinstance(exc, CaffeError):
@@ -73,7 +100,8 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="data_prep output folder holding train_lmdb (and val_lmdb) (default: data/embedded; "
                              "with --resume: where the run's LMDBs are now, if they moved)")
-    parser.add_argument("--batch-size", type=positive_int, default=16, help="total batch over all GPUs (paper: 16)")
+    parser.add_argument("--batch-size", type=positive_int, default=16,
+                        help="total batch over all GPUs or MPI ranks (paper: 16)")
     parser.add_argument("--crop-size", type=positive_int, default=256, help="random crop side (paper: 256)")
     parser.add_argument("--epochs", type=positive_float, default=50, help="epochs (paper: 50 GOPRO, 70 VisDrone)")
     parser.add_argument("--iterations", type=positive_int, help="train this many iterations instead of --epochs")
@@ -90,7 +118,9 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="scale refinement loss as native EuclideanLoss layers or the Python layer")
     parser.add_argument("--loss-schedule", default="coarse-to-fine",
                         help=f"per-scale loss weights over the run: {', '.join(LOSS_SCHEDULES)} or ITER:w1,..;..")
-    parser.add_argument("--gpus", type=_gpu_list, default=[], help="GPU ids, e.g. 0,1,2,3 (default: CPU)")
+    parser.add_argument("--gpus", type=_gpu_list, default=[],
+                        help="GPU ids, e.g. 0,1,2,3 (default: CPU); under mpirun/srun the GPUs of each host, one "
+                             "per rank there")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="Caffe's random_seed (crops, mirrors, fillers)")
     parser.add_argument("--weights", type=Path, help="fine-tune from this caffemodel (exclusive with --resume)")

@@ -10,7 +10,7 @@ import shutil
 import signal
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from mrfnet.runtime.device import probe_gpu
 from mrfnet.runtime.doctor import probe_caffe
 from mrfnet.train.loss_schedule import loss_schedule
 from mrfnet.train.progress import _ProgressLog
+from mrfnet.train.ranks import AgentProcess, Ranks, World
 from mrfnet.train.schedule import HALVE_EVERY_EPOCHS, Schedule, write_solver
 from mrfnet.train.snapshots import SnapshotKeeper, TrainingError, learned_net, resumable_solverstate
 from mrfnet.train.validation import check_val_every, write_json_atomic
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 
 DEFAULT_DATA = Path("data/embedded")
+NCCL_UID_BYTES = 128  # NCCL_UNIQUE_ID_BYTES
 
 
 @dataclass
@@ -72,6 +74,12 @@ class TrainOptions:
     val_every: int | None = None
     val_limit: int | None = None
     keep_snapshots: int | None = None  # the newest good pairs kept; None: all
+    ranks: int = 1  # MPI ranks the run was made for (mpirun -np N); each has batch_size / ranks
+
+    @property
+    def solvers(self) -> int:
+        """Solver processes sharing each iteration's batch: the MPI ranks, or one host's GPUs."""
+        return self.ranks if self.ranks > 1 else max(1, len(self.gpus))
 
 
 @dataclass
@@ -83,7 +91,7 @@ class TrainResult:
 
 
 def _schedule(options: TrainOptions, records: int) -> Schedule:
-    gpus = max(1, len(options.gpus))
+    gpus = options.solvers
     schedule = Schedule(records=records, batch_size=options.batch_size, gpus=gpus, epochs=options.epochs,
                         halve_every_epochs=options.halve_every_epochs)
     if options.iterations:
@@ -107,6 +115,25 @@ def check_gpus(gpus: list[int]) -> None:
                          "Train on the CPU by leaving out --gpus.") from exc
     if len(gpus) > 1 and not run_isolated(probe_caffe, timeout=120)["nccl"]:
         raise ValueError("several GPUs need a Caffe built with NCCL (USE_NCCL=ON)")
+
+
+def check_ranks(options: TrainOptions, worlds: list[World]) -> None:
+    """Refuse an MPI launch that cannot work, before any run folder is made (``worlds``: every rank's)."""
+    size = len(worlds)
+    if options.batch_size % size:
+        raise ValueError(f"--batch-size {options.batch_size} is the total over all ranks and does not split evenly "
+                         f"over {size} ranks: choose a multiple of {size}")
+    if options.edge and size > 1:
+        raise ValueError("--edge is not supported with several ranks: its discriminators learn in Python, each "
+                         "rank on its own batch, and would drift apart")
+    if options.gpus:
+        hosts = {w.host: w.local_size for w in worlds}
+        wrong = {host: n for host, n in hosts.items() if n != len(options.gpus)}
+        if wrong:
+            named = ", ".join(f"{host} runs {n}" for host, n in sorted(wrong.items()))
+            raise ValueError(f"under MPI each rank drives one GPU, and --gpus lists the GPUs of each host, one per "
+                             f"rank there (rank k of a host takes the k-th): --gpus names {len(options.gpus)} but "
+                             f"{named} rank(s); start {len(options.gpus)} ranks per host or name that many GPUs")
 
 
 def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
@@ -162,7 +189,7 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    log.info("run %s: %d records, batch %d (%d per GPU x %d), %d iterations/epoch, max_iter %d",
+    log.info("run %s: %d records, batch %d (%d per solver x %d), %d iterations/epoch, max_iter %d",
              run_dir, schedule.records, schedule.batch_size, schedule.batch_per_gpu, schedule.gpus,
              schedule.iterations_per_epoch, schedule.max_iter)
     return run_dir
@@ -208,61 +235,96 @@ def _runtime_files(run_dir: Path, options: TrainOptions, restore: Path | None,
     return folder / SOLVER, folder / restore.name
 
 
-def train(run_dir: Path, *, resume: bool = False, data: Path | None = None) -> TrainResult:
-    """Solve the run in ``run_dir`` to its max_iter (or until stopped); resume from its last solverstate.
-
-    ``data`` (with ``resume``) is where the run's LMDBs are now, if they moved; it is stored in options.json.
-    """
+def _plan(run_dir: Path, resume: bool, data: Path | None, worlds: list[World] | None) -> dict[str, Any]:
+    """What one process decides at each start (rank 0 under MPI) and every solver uses: the options, the
+    solverstate to resume, NCCL's id and the best val PSNR so far."""
     options = load_options(run_dir)
     if data is not None:
         if not (Path(data) / "train_lmdb").is_dir():
             raise FileNotFoundError(f"no training LMDB at {Path(data) / 'train_lmdb'}")
         options = TrainOptions(**{**asdict(options), "data": str(Path(data).resolve())})
         write_json_atomic(run_dir / OPTIONS, asdict(options))
+    world_size = len(worlds) if worlds else 1
+    if options.ranks != world_size:  # the batch per solver is written into train_val.prototxt
+        how = f"mpirun -np {options.ranks} mrfnet train ..." if options.ranks > 1 else "mrfnet train without mpirun"
+        raise ValueError(f"{run_dir} was made for {options.ranks} MPI rank(s), not {world_size}: resume it with {how}")
+    if worlds:
+        check_ranks(options, worlds)
     check_gpus(options.gpus)
-    import_caffe()
-    from caffe.proto import caffe_pb2
-
+    caffe = import_caffe()
     if not (run_dir / SOLVER).is_file():
         raise FileNotFoundError(f"{run_dir} was not fully created (no solver.prototxt): remove it and start the run "
                                 "again without --resume")
-    solver_param = text_format.Parse((run_dir / SOLVER).read_text(), caffe_pb2.SolverParameter())
     restore = resumable_solverstate(run_dir) if resume else None
     if resume and restore is None:
         log.warning("no solverstate in %s yet: starting from iteration 0", run_dir / SNAPSHOT_DIR)
+    # several GPUs: one process owns NCCL's bootstrap root and hands its id to all, as in python/train.py
+    nccl_uid = caffe.NCCL.new_uid() if options.gpus and options.solvers > 1 else None
+    if nccl_uid is not None and len(nccl_uid) != NCCL_UID_BYTES:
+        raise CaffeError(f"caffe.NCCL.new_uid() returned {len(nccl_uid)} bytes, not {NCCL_UID_BYTES}: this Caffe lacks "
+                         "tools/caffe-patches/gpu/0003-pycaffe-nccl-uid-all-bytes.patch (rebuild it)")
+    best = json.loads((run_dir / BEST_RECORD).read_text()) if (restore and (run_dir / BEST_RECORD).is_file()) else None
+    return {"options": asdict(options), "restore": str(restore) if restore else None, "nccl_uid": nccl_uid,
+            "best_psnr": best["val_psnr"] if best else None}
+
+
+def train(run_dir: Path, *, resume: bool = False, data: Path | None = None, ranks: Ranks | None = None) -> TrainResult:
+    """Solve the run in ``run_dir`` to its max_iter (or until stopped); resume from its last solverstate.
+
+    ``data`` (with ``resume``) is where the run's LMDBs are now, if they moved; it is stored in options.json.
+    ``ranks``: this process is one rank of an MPI run (mrfnet.train.ranks); rank 0 decides, all solve.
+    """
+    world = ranks.world if ranks else None
+    if ranks is None:
+        plan = _plan(run_dir, resume, data, None)
+    else:
+        plan = ranks.agree(lambda: _plan(run_dir, resume, data, ranks.worlds))
+    options = TrainOptions(**plan["options"])
+    import_caffe()
+    from caffe.proto import caffe_pb2
+
+    solver_param = text_format.Parse((run_dir / SOLVER).read_text(), caffe_pb2.SolverParameter())
+    restore = Path(plan["restore"]) if plan["restore"] else None
     start = iteration_of(restore) if restore else 0
     schedule = loss_schedule(options.loss_schedule, solver_param.max_iter)
-    gpus = options.gpus
-    nccl_uid = None
-    if len(gpus) > 1:
-        import caffe
-
-        nccl_uid = caffe.NCCL.new_uid()  # the parent owns NCCL's bootstrap root, as in python/train.py
-    best = json.loads((run_dir / BEST_RECORD).read_text()) if (restore and (run_dir / BEST_RECORD).is_file()) else None
+    leader = world is None or world.leader
     here = run_dir.resolve()
     with tempfile.TemporaryDirectory(prefix="mrfnet-train-") as tmp:
         solver_path, state_path = _runtime_files(run_dir, options, restore, Path(tmp))
-        jobs = [SolveJob(solver_path=str(solver_path), log_path=str(here / CAFFE_LOG),
-                         loss_schedule=schedule, edge_alpha_from=round(options.edge_alpha_at * solver_param.max_iter),
-                         restore=str(state_path) if state_path else None,
-                         weights=None if restore else options.weights, gpus=gpus, rank=rank, nccl_uid=nccl_uid,
-                         val_every=options.val_every, val_lmdb=str(Path(options.data) / "val_lmdb"),
-                         val_limit=options.val_limit,
-                         deploy_path=str(here / DEPLOY),
-                         best_path=str(here / SNAPSHOT_DIR / BEST_MODEL),
-                         best_psnr=best["val_psnr"] if best else None)
-                for rank in range(max(1, len(gpus)))]
-        log.info("training %s from iteration %d to %d on %s", options.variant, start, solver_param.max_iter,
-                 f"GPUs {gpus}" if gpus else "the CPU")
+        job = SolveJob(solver_path=str(solver_path), log_path=str(here / CAFFE_LOG),
+                       loss_schedule=schedule, edge_alpha_from=round(options.edge_alpha_at * solver_param.max_iter),
+                       restore=str(state_path) if state_path else None,
+                       weights=None if restore else options.weights, solver_count=options.solvers,
+                       nccl_uid=plan["nccl_uid"], val_every=options.val_every,
+                       val_lmdb=str(Path(options.data) / "val_lmdb"), val_limit=options.val_limit,
+                       deploy_path=str(here / DEPLOY), best_path=str(here / SNAPSHOT_DIR / BEST_MODEL),
+                       best_psnr=plan["best_psnr"])
+        if world is not None:  # only rank 0 writes the run folder; the others' glog stays on their host
+            jobs = [replace(job, rank=world.rank, device=options.gpus[world.local_rank] if options.gpus else None,
+                            log_path=job.log_path if leader else str(Path(tmp) / f"caffe-rank{world.rank}.log"))]
+        else:
+            jobs = [replace(job, rank=rank, device=options.gpus[rank] if options.gpus else None)
+                    for rank in range(options.solvers)]
+        where = f"GPUs {options.gpus}" if options.gpus else "the CPU"
+        if leader:
+            log.info("training %s from iteration %d to %d on %s%s", options.variant, start, solver_param.max_iter,
+                     where, f", {world.size} MPI ranks" if world else "")
         return _supervise(run_dir, jobs, start, solver_param.max_iter, options.batch_size, bool(options.val_every),
-                          options.keep_snapshots)
+                          options.keep_snapshots, agent=ranks.agent if ranks else None, leader=leader)
 
 
 def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, batch_size: int,
-               validate: bool, keep_snapshots: int | None = None) -> TrainResult:
+               validate: bool, keep_snapshots: int | None = None, agent: AgentProcess | None = None,
+               leader: bool = True) -> TrainResult:
+    """Run the solvers (``agent``: this MPI rank's, already started) and follow them; only the ``leader``
+    records progress and prunes snapshots."""
+    processes: list[Any] = []
+    connections: list[Any] = []
+    if agent is not None:
+        agent.conn.send(("solve", jobs[0]))
+        processes, connections = [agent], [agent.conn]
     context = multiprocessing.get_context("spawn")
-    processes, connections = [], []
-    for job in jobs:
+    for job in jobs if agent is None else []:
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(target=solve, args=(job, sender), name=f"solver-rank{job.rank}")
         with child_environment(GLOG_minloglevel="0"):  # every glog line into caffe.log: read once, at import
@@ -280,9 +342,11 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
             if process.is_alive():
                 process.terminate()  # SIGTERM: the child's handler snapshots and exits
 
-    previous = {s: signal.signal(s, forward_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    progress = _ProgressLog(run_dir, start, max_iter, batch_size, validate)
-    keeper = SnapshotKeeper(run_dir, keep_snapshots)
+    # mpirun forwards SIGUSR1 to every rank (SIGINT and SIGTERM it turns into SIGTERM, then SIGKILL 1 s later)
+    stops = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGUSR1,) if agent is not None else ())
+    previous = {s: signal.signal(s, forward_signal) for s in stops}
+    progress = _ProgressLog(run_dir, start, max_iter, batch_size, validate) if leader else None
+    keeper = SnapshotKeeper(run_dir, keep_snapshots if leader else None)
     began = time.monotonic()
     outcome: tuple[str, dict] | None = None
     try:
@@ -294,7 +358,7 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
                 except EOFError:
                     open_connections.remove(conn)
                     continue
-                if kind == "progress":
+                if kind == "progress" and progress is not None:
                     progress.update(info)
                     keeper.prune()
                 elif kind in ("finished", "stopped", "nonfinite") and conn is connections[0]:
@@ -305,7 +369,8 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
             process.join()
         keeper.prune()
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     seconds = time.monotonic() - began
@@ -315,9 +380,10 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
         log.info("stopped before the first iteration; latest snapshot %s", snapshot)
         return TrainResult(status="stopped", iteration=start, snapshot=snapshot, seconds=seconds)
     if outcome is None:
-        failure = glog_failure((run_dir / CAFFE_LOG).read_text(errors="replace"))
+        log_path = Path(jobs[0].log_path)
+        failure = glog_failure(log_path.read_text(errors="replace")) if log_path.is_file() else "(no log)"
         codes = [p.exitcode for p in processes]
-        raise CaffeError(f"the solver process died (exit codes {codes}); from {run_dir / 'caffe.log'}:\n{failure}")
+        raise CaffeError(f"the solver process died (exit codes {codes}); from {log_path}:\n{failure}")
     kind, info = outcome
     if kind == "nonfinite":
         raise TrainingError(f"the loss became non-finite at iteration {info['iteration']} ({info['losses']}); "

@@ -3,7 +3,9 @@
 It is the python/train.py pattern (one process per GPU joined by caffe.NCCL), with the solver
 type honoured (caffe.get_solver, not SGDSolver), a loop of single steps so the parent sees
 progress, the loss-weight schedule applied between steps, a NaN/inf guard, and SIGINT/SIGTERM
-turned into a snapshot before exiting. Messages to the parent go through a Pipe.
+turned into a snapshot before exiting. Messages to the parent go through a Pipe. Under MPI
+(mrfnet.train.rank_agent) a :class:`Group` joins the ranks: they agree each iteration whether to stop,
+and on the CPU they average gradients through it (on GPUs NCCL does).
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 import math
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import text_format
 
@@ -38,15 +40,44 @@ class SolveJob:
     edge_alpha_from: int = 0  # iteration from which the edge branch reads refined instead of blurred input
     restore: str | None = None
     weights: str | None = None
-    gpus: list[int] = field(default_factory=list)
+    device: int | None = None  # the GPU of this solver; None: the CPU
+    solver_count: int = 1  # solvers in the run (GPUs of one host, or MPI ranks); each has batch / count
     rank: int = 0
-    nccl_uid: Any = None
+    nccl_uid: bytes | None = None  # several GPUs: NCCL's 128-byte id, from rank 0
     val_every: int | None = None  # validate on val_lmdb every this many iterations (rank 0 only)
     val_lmdb: str | None = None
     val_limit: int | None = None
     deploy_path: str | None = None
     best_path: str | None = None  # where the weights of the best val PSNR so far are kept
     best_psnr: float | None = None  # the best val PSNR of the run so far (a resumed run carries it on)
+
+
+class Group(Protocol):
+    """The other solvers of an MPI run (mrfnet.train.rank_agent.MpiGroup)."""
+
+    def any(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag or-ed over the ranks (every rank calls it at the same point)."""
+
+    def allgather(self, value: Any) -> list[Any]: ...
+
+    def barrier(self) -> None: ...
+
+    def broadcast_parameters(self, blobs: list[Any]) -> None: ...
+
+    def average_gradients(self, blobs: list[Any]) -> None: ...
+
+
+class _Alone:
+    """The Group of a solver that has none (one process, or one host's GPUs joined by NCCL alone)."""
+
+    def any(self, *flags: bool) -> tuple[bool, ...]:
+        return flags
+
+    def allgather(self, value: Any) -> list[Any]:
+        return [value]
+
+    def barrier(self) -> None:
+        pass
 
 
 class _StopRequest:
@@ -76,15 +107,45 @@ def _fast_forward_data(net: Any, iterations: int) -> None:
 
 
 def _setup_caffe(caffe: Any, job: SolveJob) -> None:
-    set_mode(caffe, job.gpus[job.rank] if job.gpus else None)
-    if job.gpus:
-        caffe.set_solver_count(len(job.gpus))
+    set_mode(caffe, job.device)
+    if job.solver_count > 1:  # Caffe's Data layer keeps the records whose index % count == rank
+        caffe.set_solver_count(job.solver_count)
         caffe.set_solver_rank(job.rank)
         caffe.set_multiprocess(True)
 
 
-def solve(job: SolveJob, conn: Any) -> None:
-    """Run the solver to max_iter, or until a stop signal or a non-finite loss; report to ``conn``."""
+def _learnable_blobs(net: Any) -> list[Any]:
+    """Each parameter blob once (a shared parameter's layers hold views of one blob)."""
+    seen, blobs = set(), []
+    for layer_blobs in net.params.values():
+        for blob in layer_blobs:
+            address = blob.diff.__array_interface__["data"][0]
+            if address not in seen:
+                seen.add(address)
+                blobs.append(blob)
+    return blobs
+
+
+def _join(caffe: Any, solver: Any, job: SolveJob, param: Any, group: Group | None) -> None:
+    """Tie this solver to the others: NCCL on GPUs (python/train.py's pattern), else the MPI group."""
+    if job.solver_count == 1:
+        return
+    if job.device is not None:
+        nccl = caffe.NCCL(solver, job.nccl_uid)
+        nccl.bcast()
+        solver.add_callback(nccl)
+        if param.layer_wise_reduce:
+            solver.net.after_backward(nccl)
+        return
+    if group is None:
+        raise ValueError("several CPU solvers need an MPI group to average their gradients")
+    blobs = _learnable_blobs(solver.net)
+    group.broadcast_parameters(blobs)
+    solver.add_callback(lambda: None, lambda: group.average_gradients(blobs))
+
+
+def solve(job: SolveJob, conn: Any, group: Group | None = None) -> None:
+    """Run the solver to max_iter, or until a stop signal (on any rank) or a non-finite loss; report to ``conn``."""
     log_fd = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 2)  # Caffe's own log (glog on stderr) goes to the run folder
     stop = _StopRequest()
@@ -98,12 +159,8 @@ def solve(job: SolveJob, conn: Any) -> None:
         _fast_forward_data(solver.net, solver.iter)
     elif job.weights:
         solver.net.copy_from(job.weights)
-    if job.gpus and len(job.gpus) > 1:
-        nccl = caffe.NCCL(solver, job.nccl_uid)
-        nccl.bcast()
-        solver.add_callback(nccl)
-        if param.layer_wise_reduce:
-            solver.net.after_backward(nccl)
+    _join(caffe, solver, job, param, group)
+    group = group or _Alone()
     leader = job.rank == 0
     max_iter = param.max_iter
     validator = None
@@ -113,7 +170,7 @@ def solve(job: SolveJob, conn: Any) -> None:
     conn.send(("start", {"iteration": solver.iter, "max_iter": max_iter}))
     weights = edge_alpha = None
     edge_tops = [top for top in EDGE_LOSS_TOPS if top in solver.net.blobs]  # none without --edge
-    while solver.iter < max_iter and stop.signal is None:
+    while solver.iter < max_iter and not group.any(stop.signal is not None)[0]:
         wanted = weights_at(job.loss_schedule, solver.iter)
         if wanted != weights:
             set_scale_loss_weights(solver.net, wanted)
@@ -125,8 +182,9 @@ def solve(job: SolveJob, conn: Any) -> None:
         solver.step(1)
         train_discriminators(solver.net)  # the edge GAN's alternating step; nothing without --edge
         losses = {**scale_loss_values(solver.net), **_edge_loss_values(solver.net, edge_tops)}
-        if not all(math.isfinite(v) for v in losses.values()):
-            conn.send(("nonfinite", {"iteration": solver.iter, "losses": losses}))
+        if group.any(not all(math.isfinite(v) for v in losses.values()))[0]:
+            bad = next(ls for ls in group.allgather(losses) if not all(math.isfinite(v) for v in ls.values()))
+            conn.send(("nonfinite", {"iteration": solver.iter, "losses": bad}))
             return  # no snapshot: the weights are already poisoned; the last periodic one stands
         val = None
         if validator is not None and (solver.iter % job.val_every == 0 or solver.iter == max_iter):
@@ -145,7 +203,8 @@ def solve(job: SolveJob, conn: Any) -> None:
     snapshot_every = param.snapshot
     if leader and not (snapshot_every and solver.iter % snapshot_every == 0):
         solver.snapshot()  # Caffe snapshots at multiples of `snapshot`; this covers a stop or the end
-    reason = "stopped" if stop.signal is not None else "finished"
+    group.barrier()  # no rank exits (which ends an MPI job) before rank 0's snapshot is whole
+    reason = "stopped" if solver.iter < max_iter else "finished"
     conn.send((reason, {"iteration": solver.iter, "signal": stop.signal}))
 
 
