@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -228,3 +229,35 @@ def test_running_a_prebuilt_caffe_needs_the_libraries_but_not_their_headers(tmp_
         resolve(tmp_path, toolkit, site)
     config = resolve(tmp_path, toolkit, site, need_headers=False)
     assert config.libraries["nccl"].path == str(site / "nvidia" / "nccl" / "lib" / "libnccl.so.2")
+
+
+# --- The real GPU build, where one is cached (CI has only the CPU build) ---------------------
+NEW_UID = ("import caffe; ids = [caffe.NCCL.new_uid() for _ in range(2)]; "
+           "print(len(ids[0]), len(ids[1]), ids[0] != ids[1])")
+
+
+def cached_gpu_builds_with(patch: str) -> list[Path]:
+    """GPU builds in the Caffe cache (tools/install_caffe.sh --gpu) made with GPU patch ``patch``."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mrfnet"
+    root = Path(os.environ.get("MRFNET_CACHE_DIR", default)) / "caffe"
+    found = []
+    for info in sorted(root.glob("*/build-info.txt")):
+        text = info.read_text()
+        gpu_patches = next((line for line in text.splitlines() if line.startswith("gpu patches: ")), "")
+        if "-DCPU_ONLY=OFF" in text and patch in gpu_patches.split():
+            found.append(info.parent)
+    return found
+
+
+def test_the_gpu_builds_nccl_uid_keeps_all_128_bytes():
+    """ncclGetUniqueId needs no GPU (the id is its bootstrap socket's address), so this runs without one."""
+    builds = cached_gpu_builds_with("0003-pycaffe-nccl-uid-all-bytes.patch")
+    if not builds:
+        pytest.skip("no GPU build with gpu/0003 in the Caffe cache (tools/gpu_check.sh bundle makes one)")
+    for prefix in builds:
+        env = dict(os.environ, PYTHONPATH=str(prefix / "lib" / "python3" / "dist-packages"),
+                   LD_LIBRARY_PATH=os.pathsep.join([str(prefix / "lib"), str(prefix / "cuda" / "lib64")]))
+        done = subprocess.run([sys.executable, "-c", NEW_UID], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert done.returncode == 0, f"{prefix}: {done.stderr[-2000:]}"
+        assert done.stdout.split() == ["128", "128", "True"], prefix  # unpatched: cut at the first NUL (9 bytes here)
