@@ -16,8 +16,8 @@ from mrfnet.runtime.caffe_env import CaffeError, CaffeNotAvailable, quiet_glog
 
 # Modules with a `setup_parser(subparsers)`, one per command, in the order `--help` lists them.
 COMMANDS = tuple(f"mrfnet.commands.{name}" for name in (
-    "doctor", "netgen", "data_prep", "solver", "train", "plot_log", "score", "table", "time", "deblur", "reproduce",
-    "report"))
+    "doctor", "netgen", "data_prep", "solver", "train", "plot_log", "score", "table", "time", "deblur", "export",
+    "reproduce", "report"))
 USER_ERRORS = (CaffeError, CaffeNotAvailable, FileNotFoundError, FileExistsError, ValueError)
 
 log = logging.getLogger("mrfnet")

@@ -16,8 +16,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("mrfnet", "netgen", "data_prep")
 # mrfnet's packages, lowest first: a module may import from its own package or from a lower rank.
-RANKS = {"mrfnet.runtime": 1, "mrfnet.layers": 1, "mrfnet.infer": 2, "mrfnet.evaluate": 3, "mrfnet.train": 4,
-         "mrfnet.analyze": 4, "mrfnet.reproduce": 5, "mrfnet.commands": 6, "mrfnet.cli": 7}
+RANKS = {"mrfnet.runtime": 1, "mrfnet.layers": 1, "mrfnet.infer": 2, "mrfnet.export": 3, "mrfnet.evaluate": 4,
+         "mrfnet.train": 5, "mrfnet.analyze": 5, "mrfnet.reproduce": 6, "mrfnet.commands": 7, "mrfnet.cli": 8}
 # Imported where used: matplotlib and pydot are heavy and only some commands draw; Caffe (caffe,
 # caffe.proto) and the libraries `mrfnet doctor` probes may be missing, and a command that needs
 # none of them must still start and say so clearly (mrfnet.runtime.caffe_env.import_caffe).

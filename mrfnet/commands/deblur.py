@@ -8,9 +8,9 @@ import tempfile
 from pathlib import Path
 
 from mrfnet.commands.options import add_inference_arguments, parse_tile
+from mrfnet.export.engines import choose_engine, open_engine, resolve_source
 from mrfnet.infer.deblur import deblur_paths, plan_outputs
-from mrfnet.infer.model import Model
-from mrfnet.infer.run_folder import SNAPSHOT_DIR, resolve_model
+from mrfnet.infer.run_folder import SNAPSHOT_DIR
 from mrfnet.reproduce.job import main_job_model
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,13 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_outputs(args.input, args.output)
     model_path = args.model if args.model is not None else default_model()
     with tempfile.TemporaryDirectory(prefix="mrfnet-deblur-") as tmp:
-        source = resolve_model(model_path, deploy=args.deploy, variant=args.variant, work_dir=Path(tmp),
-                               last_only=True)
+        source = resolve_source(model_path, deploy=args.deploy, variant=args.variant, work_dir=Path(tmp),
+                                last_only=True)
+        engine = choose_engine(args.engine, source, gpu=args.gpu)
         iteration, weights = source.snapshots[-1]
-        log.info("model %s%s, deploy %s", weights, f" (iteration {iteration})" if iteration is not None else "",
-                 source.deploy)
-        model = Model(source.deploy, weights, gpu=args.gpu)
+        log.info("model %s%s, deploy %s, engine %s", weights,
+                 f" (iteration {iteration})" if iteration is not None else "", source.deploy, engine)
+        model = open_engine(engine, source, weights, gpu=args.gpu)
         written, failed = deblur_paths(model, plan, tile=parse_tile(args.tile), overlap=args.overlap,
                                        max_memory_gb=args.max_memory_gb)
     print(f"{len(written)} of {len(plan)} image(s) written" + (f" to {written[0]}" if len(plan) == 1 else
@@ -52,8 +53,8 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", metavar="IN", type=Path, help="an image or a folder of images")
     parser.add_argument("output", metavar="OUT", type=Path, help="output .png, or a folder")
-    parser.add_argument("--model", help="a run folder (its latest snapshot) or a .caffemodel (default: the main "
-                        "job's MRFNet, from `mrfnet reproduce`)")
+    parser.add_argument("--model", help="a run folder (its latest snapshot), a .caffemodel, or an .onnx file from "
+                        "`mrfnet export` (default: the main job's MRFNet, from `mrfnet reproduce`)")
     parser.add_argument("--deploy", type=Path, help="deploy prototxt (default: the run's, or generated for --variant)")
     parser.add_argument("--variant", help="variant whose deploy net netgen generates, for a bare caffemodel")
     add_inference_arguments(parser)

@@ -6,6 +6,7 @@ import argparse
 
 from mrfnet.commands.argtypes import non_negative_int, positive_float
 from mrfnet.evaluate.metrics import SSIM_VARIANTS
+from mrfnet.export.engines import ENGINES
 from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB, DEFAULT_OVERLAP
 from netgen.variants import VARIANTS
 
@@ -29,6 +30,9 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-memory-gb", type=positive_float, default=DEFAULT_MAX_MEMORY_GB,
                        help="Caffe memory budget that sets the auto tile size (default: %(default)s)")
     group.add_argument("--gpu", type=non_negative_int, help="GPU id (needs a CUDA build of Caffe; default: CPU)")
+    group.add_argument("--engine", choices=ENGINES,
+                       help="what runs the net: caffe, or onnxruntime on the graph `mrfnet export` writes "
+                            "(default: onnxruntime for an .onnx model, else caffe)")
 
 
 def parse_tile(text: str) -> int | str:

@@ -10,7 +10,7 @@ from mrfnet.commands.options import add_inference_arguments, add_metric_argument
 from mrfnet.evaluate.metrics import MetricOptions
 from mrfnet.evaluate.scoring import DEFAULT_MONTAGE_LIMIT, score_model, score_run
 from mrfnet.evaluate.testsets import open_test_set
-from mrfnet.infer.run_folder import resolve_model
+from mrfnet.export.engines import resolve_source
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,14 +20,14 @@ def run(args: argparse.Namespace) -> int:
     model = Path(args.model)
     common = dict(label=args.label, metrics=metrics, save_images=args.save_images, montage=args.montage,
                   montage_limit=args.montage_limit, tile=parse_tile(args.tile), overlap=args.overlap,
-                  max_memory_gb=args.max_memory_gb, limit=args.limit, gpu=args.gpu)
+                  max_memory_gb=args.max_memory_gb, limit=args.limit, gpu=args.gpu, engine=args.engine)
     if model.is_dir():
         report = score_run(model, test_set, out_dir=args.out, deploy=args.deploy, variant=args.variant,
                            last_only=args.last_only, **common)
         out = Path(args.out) if args.out else model / "score"
     else:
         out = Path(args.out) if args.out else model.with_name(f"{model.stem}_score")
-        source = resolve_model(model, deploy=args.deploy, variant=args.variant, work_dir=out)
+        source = resolve_source(model, deploy=args.deploy, variant=args.variant, work_dir=out)
         report = score_model(source.deploy, model, test_set, out_dir=out, variant=source.variant, **common)
     best = report.best
     print(f"{report.label} on {report.test_set['name']} ({report.test_set['images']} images, SSIM {args.ssim}): "
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("score", help="PSNR/SSIM of a caffemodel or of every snapshot of a run",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", metavar="MODEL", help="a run folder (every snapshot) or a .caffemodel")
+    parser.add_argument("model", metavar="MODEL", help="a run folder (every snapshot), a .caffemodel, or an .onnx file")
     parser.add_argument("--deploy", type=Path, help="deploy prototxt (default: the run's, or generated for --variant)")
     parser.add_argument("--variant", help="variant whose deploy net netgen generates, for a bare caffemodel")
     data = parser.add_argument_group("test set (an LMDB or two folders)")

@@ -21,7 +21,8 @@ from data_prep.images import write_png
 from mrfnet.evaluate import montage as montage_module
 from mrfnet.evaluate.metrics import MetricOptions, psnr, ssim
 from mrfnet.evaluate.testsets import TestSet, open_test_set
-from mrfnet.infer.model import Model, resolve_tile
+from mrfnet.export.engines import choose_engine, open_engine
+from mrfnet.infer.model import resolve_tile
 from mrfnet.infer.run_folder import ModelSource, iteration_of, resolve_model
 from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB, DEFAULT_OVERLAP, AutoTile, Tile
 from mrfnet.infer.weights import WeightsMismatch
@@ -85,6 +86,7 @@ class ScoreReport:
     results: list[ModelScore]
     created: str = field(default_factory=lambda: datetime.datetime.now().isoformat(timespec="seconds"))
     skipped: list[dict[str, str]] = field(default_factory=list)  # snapshots of a run that could not be scored
+    engine: str = "caffe"  # what ran the net: Caffe, or ONNX Runtime on the exported graph
 
     @property
     def last(self) -> ModelScore:
@@ -136,10 +138,11 @@ class _Scorer:
     """Scores snapshots of one deploy net on one test set; caches the blurry baseline between snapshots."""
 
     def __init__(self, source: ModelSource, test_set: TestSet, *, metrics: MetricOptions, tile: int | str,
-                 overlap: int, max_memory_gb: float, limit: int | None, gpu: int | None) -> None:
+                 overlap: int, max_memory_gb: float, limit: int | None, gpu: int | None, engine: str | None) -> None:
         self.source, self.test_set, self.metrics = source, test_set, metrics
         self.overlap, self.limit = overlap, limit
-        self.model = Model(source.deploy, gpu=gpu)
+        self.engine = choose_engine(engine, source, gpu=gpu)
+        self.model = open_engine(self.engine, source, gpu=gpu)
         self.tile = resolve_tile(self.model, tile, overlap, max_memory_gb)
         self.baseline: dict[str, tuple[float, float]] = {}
         self.fingerprint = hashlib.sha1()
@@ -223,10 +226,10 @@ def write_image_csv(rows: Sequence[ImageScore], path: Path) -> None:
 
 def _score(source: ModelSource, test_set: TestSet, *, kind: str, out_dir: str | Path | None, label: str | None,
            metrics: MetricOptions, save_images: bool, montage: bool, montage_limit: int, tile: int | str,
-           overlap: int, max_memory_gb: float, limit: int | None, gpu: int | None) -> ScoreReport:
+           overlap: int, max_memory_gb: float, limit: int | None, gpu: int | None, engine: str | None) -> ScoreReport:
     out = Path(out_dir) if out_dir is not None else None
     scorer = _Scorer(source, test_set, metrics=metrics, tile=tile, overlap=overlap, max_memory_gb=max_memory_gb,
-                     limit=limit, gpu=gpu)
+                     limit=limit, gpu=gpu, engine=engine)
     results, skipped = [], []
     for position, (iteration, weights) in enumerate(source.snapshots):
         last = position == len(source.snapshots) - 1
@@ -247,7 +250,8 @@ def _score(source: ModelSource, test_set: TestSet, *, kind: str, out_dir: str | 
     report = ScoreReport(label=label or default_label, kind=kind, variant=source.variant, deploy=str(source.deploy),
                          test_set=scorer.test_set_info(), metrics=asdict(metrics),
                          tiling=tiling_info(scorer.tile, overlap),
-                         baseline={"psnr": blur_psnr, "ssim": blur_ssim}, results=results, skipped=skipped)
+                         baseline={"psnr": blur_psnr, "ssim": blur_ssim}, results=results, skipped=skipped,
+                         engine=scorer.engine)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / SUMMARY).write_text(json.dumps(report.to_json(), indent=2) + "\n")
@@ -263,16 +267,18 @@ def score_model(deploy: str | Path, weights: str | Path, test_set: TestSet | Non
                 variant: str | None = None, metrics: MetricOptions | None = None, save_images: bool = False,
                 montage: bool = False, montage_limit: int = DEFAULT_MONTAGE_LIMIT, tile: int | str = "auto",
                 overlap: int = DEFAULT_OVERLAP, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
-                limit: int | None = None, gpu: int | None = None) -> ScoreReport:
-    """Score one caffemodel with ``deploy`` on a test set; writes images.csv and summary.json to ``out_dir``.
+                limit: int | None = None, gpu: int | None = None, engine: str | None = None) -> ScoreReport:
+    """Score one caffemodel with ``deploy`` (or an exported .onnx file as both) on a test set; writes
+    images.csv and summary.json to ``out_dir``.
 
-    The test set is ``test_set``, or opened from ``test_lmdb`` or ``blur_dir`` + ``sharp_dir``.
+    The test set is ``test_set``, or opened from ``test_lmdb`` or ``blur_dir`` + ``sharp_dir``;
+    ``engine`` is "caffe" or "onnxruntime" (default: the one that fits the model).
     """
     test_set = test_set or open_test_set(test_lmdb=test_lmdb, blur_dir=blur_dir, sharp_dir=sharp_dir)
     source = ModelSource(Path(deploy), [(iteration_of(Path(weights)), Path(weights))], variant)
     return _score(source, test_set, kind="model", out_dir=out_dir, label=label, metrics=metrics or MetricOptions(),
                   save_images=save_images, montage=montage, montage_limit=montage_limit, tile=tile, overlap=overlap,
-                  max_memory_gb=max_memory_gb, limit=limit, gpu=gpu)
+                  max_memory_gb=max_memory_gb, limit=limit, gpu=gpu, engine=engine)
 
 
 def score_run(run_dir: str | Path, test_set: TestSet | None = None, *, test_lmdb: str | Path | None = None,
@@ -281,7 +287,8 @@ def score_run(run_dir: str | Path, test_set: TestSet | None = None, *, test_lmdb
               label: str | None = None, metrics: MetricOptions | None = None,
               save_images: bool = False, montage: bool = False, montage_limit: int = DEFAULT_MONTAGE_LIMIT,
               tile: int | str = "auto", overlap: int = DEFAULT_OVERLAP, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
-              limit: int | None = None, last_only: bool = False, gpu: int | None = None) -> ScoreReport:
+              limit: int | None = None, last_only: bool = False, gpu: int | None = None,
+              engine: str | None = None) -> ScoreReport:
     """Score every snapshot of a run folder in iteration order (``out_dir`` defaults to RUN/score)."""
     test_set = test_set or open_test_set(test_lmdb=test_lmdb, blur_dir=blur_dir, sharp_dir=sharp_dir)
     run_dir = Path(run_dir)
@@ -292,7 +299,7 @@ def score_run(run_dir: str | Path, test_set: TestSet | None = None, *, test_lmdb
     return _score(source, test_set, kind="run", out_dir=out, label=label, metrics=metrics or MetricOptions(),
                   save_images=save_images,
                   montage=montage, montage_limit=montage_limit, tile=tile, overlap=overlap,
-                  max_memory_gb=max_memory_gb, limit=limit, gpu=gpu)
+                  max_memory_gb=max_memory_gb, limit=limit, gpu=gpu, engine=engine)
 
 
 def write_iteration_csv(report: ScoreReport, path: Path) -> None:

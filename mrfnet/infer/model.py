@@ -9,7 +9,16 @@ from typing import Any
 import numpy as np
 
 from mrfnet.infer.memory import MemoryEstimate, memory_estimate, pixels_for_budget
-from mrfnet.infer.tiling import BLENDS, DEFAULT_MAX_MEMORY_GB, AutoTile, Tile, check_tiling, predict, to_uint8
+from mrfnet.infer.tiling import (
+    BLENDS,
+    DEFAULT_MAX_MEMORY_GB,
+    AutoTile,
+    Tile,
+    caffe_forward,
+    check_tiling,
+    predict_with,
+    to_uint8,
+)
 from mrfnet.infer.weights import LOAD_TIMEOUT_S, DeployInfo, check_weights, inspect_deploy
 from mrfnet.runtime.caffe_env import import_caffe, run_isolated
 from mrfnet.runtime.device import open_gpu, set_mode
@@ -19,6 +28,8 @@ log = logging.getLogger(__name__)
 
 class Model:
     """A checked deploy net in this process, with weights that were checked before Caffe read them."""
+
+    engine = "caffe"
 
     def __init__(self, deploy: str | Path, weights: str | Path | None = None, *, info: DeployInfo | None = None,
                  gpu: int | None = None) -> None:
@@ -39,8 +50,12 @@ class Model:
         self.net.copy_from(str(weights))
         self.weights = Path(weights)
 
+    def forward(self, chw: np.ndarray) -> np.ndarray:
+        """One C x H x W float32 array through the net (reshaped to it), the prediction blob copied out."""
+        return caffe_forward(self.net, self.info.input_blob, self.info.output_blob)(chw)
+
     def predict(self, bgr: np.ndarray, **options: Any) -> np.ndarray:
-        return predict(self.net, bgr, input_blob=self.info.input_blob, output_blob=self.info.output_blob, **options)
+        return predict_with(self.forward, bgr, **options)
 
     def deblur(self, bgr: np.ndarray, **options: Any) -> np.ndarray:
         return to_uint8(self.predict(bgr, **options))

@@ -127,6 +127,9 @@ def tile_shape(tile: Tile, height: int, width: int) -> tuple[int, int] | None:
     return int(tile[0]), int(tile[1])
 
 
+Forward = Callable[[np.ndarray], np.ndarray]  # one C x H x W array in, the net's C x H x W prediction out
+
+
 def _forward(net: Any, chw: np.ndarray, input_blob: str, output_blob: str) -> np.ndarray:
     blob = net.blobs[input_blob]
     shape = (1, *chw.shape)
@@ -138,7 +141,7 @@ def _forward(net: Any, chw: np.ndarray, input_blob: str, output_blob: str) -> np
     return net.blobs[output_blob].data[0].copy()  # read back: the next forward overwrites it
 
 
-def tiled(forward: Callable[[np.ndarray], np.ndarray], chw: np.ndarray, shape: tuple[int, int] | None,
+def tiled(forward: Forward, chw: np.ndarray, shape: tuple[int, int] | None,
           overlap: int, blend: str) -> np.ndarray:
     """``forward`` over tiles of ``shape`` of a C x H x W array (sides multiples of the stride), blended together."""
     height, width = chw.shape[1:]
@@ -157,9 +160,15 @@ def tiled(forward: Callable[[np.ndarray], np.ndarray], chw: np.ndarray, shape: t
     return total / weight_sum
 
 
-def predict(net: Any, bgr: np.ndarray, *, tile: Tile = None, overlap: int = DEFAULT_OVERLAP, blend: str = "cosine",
-            input_blob: str = INPUT, output_blob: str = PREDICTION) -> np.ndarray:
-    """The net's prediction for a uint8 BGR image: float32 H x W x 3 BGR on the 0..1 scale, unclipped.
+def caffe_forward(net: Any, input_blob: str = INPUT, output_blob: str = PREDICTION) -> Forward:
+    """A Caffe net as a :data:`Forward` (reshaped to each tile's shape)."""
+    return lambda chw: _forward(net, chw, input_blob, output_blob)
+
+
+def predict_with(forward: Forward, bgr: np.ndarray, *, tile: Tile = None, overlap: int = DEFAULT_OVERLAP,
+                 blend: str = "cosine") -> np.ndarray:
+    """The prediction of ``forward`` (any engine) for a uint8 BGR image: float32 H x W x 3 BGR on the 0..1
+    scale, unclipped.
 
     ``tile`` None runs the whole (padded) image in one pass; an int gives square tiles, a pair
     (height, width) tiles, an :class:`AutoTile` tiles picked for the image; neighbouring tiles
@@ -170,8 +179,14 @@ def predict(net: Any, bgr: np.ndarray, *, tile: Tile = None, overlap: int = DEFA
     chw = pad_to_stride(bgr.transpose(2, 0, 1).astype(np.float32) / 255.0)
     shape = tile_shape(tile, *chw.shape[1:])
     check_tiling(shape, overlap, blend)
-    out = tiled(lambda part: _forward(net, part, input_blob, output_blob), chw, shape, overlap, blend)
+    out = tiled(forward, chw, shape, overlap, blend)
     return np.ascontiguousarray(out[:, :height, :width].transpose(1, 2, 0))
+
+
+def predict(net: Any, bgr: np.ndarray, *, input_blob: str = INPUT, output_blob: str = PREDICTION,
+            **options: Any) -> np.ndarray:
+    """:func:`predict_with` a Caffe net."""
+    return predict_with(caffe_forward(net, input_blob, output_blob), bgr, **options)
 
 
 def to_uint8(prediction: np.ndarray) -> np.ndarray:

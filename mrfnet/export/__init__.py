@@ -1,0 +1,1 @@
+"""Deployment: Caffe nets exported to ONNX, run by ONNX Runtime, quantised to INT8."""

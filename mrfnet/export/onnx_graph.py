@@ -1,0 +1,310 @@
+"""Caffe deploy net + its loaded weights -> an ONNX graph, for exactly the layer types the project's nets use.
+
+No maintained Caffe-to-ONNX converter exists, so this one maps each Caffe layer to the ONNX
+operators that compute the same numbers (docs/architecture.md, "Deployment"). Height and width
+stay dynamic: Crop reads its reference blob's shape at run time, and pooling keeps Caffe's CEIL
+rounding (ONNX ``ceil_mode``) and its edge rule (a window never counts pixels past the padding:
+ONNX Runtime's ``count_include_pad=1`` counts exactly those Caffe counts).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 18  # Split's num_outputs and Shape's start/end attributes
+DEFAULT_OPSET = 21
+INT64_MAX = np.iinfo(np.int64).max
+DYNAMIC_DIMS = ("batch", None, "height", "width")  # the input's named dynamic axes (channels stay fixed)
+
+
+class UnsupportedLayer(ValueError):
+    """A layer (or a setting of one) that the exporter cannot express in ONNX: nothing is written."""
+
+
+def _layer_error(layer: Any, what: str) -> UnsupportedLayer:
+    return UnsupportedLayer(f"layer {layer.name!r} (type {layer.type}): {what}")
+
+
+def _in_test_phase(layer: Any) -> bool:
+    """Caffe's StateMeetsRule for the TEST phase, as a deploy net is built (no stages or levels used)."""
+    test = 1  # caffe.TEST
+    if layer.include:
+        return any(not rule.HasField("phase") or rule.phase == test for rule in layer.include)
+    return not any(rule.HasField("phase") and rule.phase == test for rule in layer.exclude)
+
+
+def _spatial(param: Any, name: str, default: int, *, h: str | None = None, w: str | None = None) -> list[int]:
+    """(height, width) of a repeated Caffe field (one value for both, two for each) or its _h/_w pair."""
+    if h and (param.HasField(h) or param.HasField(w)):
+        return [int(getattr(param, h)), int(getattr(param, w))]
+    value = getattr(param, name)
+    if isinstance(value, int):  # PoolingParameter's fields are scalars, ConvolutionParameter's repeated
+        return [value if param.HasField(name) else default] * 2
+    values = list(value)
+    if not values:
+        return [default, default]
+    if len(values) == 1:
+        return [int(values[0])] * 2
+    if len(values) == 2:
+        return [int(v) for v in values]
+    raise ValueError(f"{name} has {len(values)} values; only 2-D (height, width) nets are exported")
+
+
+@dataclass
+class _Graph:
+    """The ONNX graph being built: nodes, weights and the Caffe blob -> tensor name bookkeeping."""
+
+    last_writer: dict[str, tuple[int, int]]  # blob -> (layer index, top index) of its final value
+    nodes: list[Any] = field(default_factory=list)
+    initializers: list[Any] = field(default_factory=list)
+    tensor: dict[str, str] = field(default_factory=dict)  # blob -> the ONNX tensor holding its value now
+    names: Counter = field(default_factory=Counter)
+
+    def unique(self, base: str) -> str:
+        self.names[base] += 1
+        return base if self.names[base] == 1 else f"{base}_{self.names[base] - 1}"
+
+    def constant(self, name: str, value: np.ndarray) -> str:
+        name = self.unique(name)
+        self.initializers.append(numpy_helper.from_array(value, name))
+        return name
+
+    def bottom(self, layer: Any, index: int = 0) -> str:
+        blob = layer.bottom[index]
+        if blob not in self.tensor:
+            raise _layer_error(layer, f"bottom {blob!r} is produced by no earlier layer")
+        return self.tensor[blob]
+
+    def top(self, layer: Any, position: int, index: int) -> str:
+        """The tensor name for top ``index``: the blob's own name for its final value, else a fresh one."""
+        blob = layer.top[index]
+        name = blob if self.last_writer[blob] == (position, index) else self.unique(f"{blob}/{layer.name}")
+        self.tensor[blob] = name
+        return name
+
+    def node(self, op: str, inputs: Sequence[str], outputs: Sequence[str], name: str, **attributes: Any) -> None:
+        self.nodes.append(helper.make_node(op, list(inputs), list(outputs), name=self.unique(name), **attributes))
+
+
+def _conv(graph: _Graph, layer: Any, position: int, blobs: Sequence[np.ndarray]) -> None:
+    param = layer.convolution_param
+    if param.axis != 1:
+        raise _layer_error(layer, f"axis {param.axis}: only channel axis 1 is supported")
+    if param.force_nd_im2col:
+        raise _layer_error(layer, "force_nd_im2col (N-D convolution) is not supported")
+    expected = 2 if param.bias_term else 1
+    if len(blobs) != expected:
+        raise _layer_error(layer, f"{len(blobs)} weight blobs, expected {expected}")
+    kernel = _spatial(param, "kernel_size", 0, h="kernel_h", w="kernel_w")
+    pad = _spatial(param, "pad", 0, h="pad_h", w="pad_w")
+    stride = _spatial(param, "stride", 1, h="stride_h", w="stride_w")
+    dilation = _spatial(param, "dilation", 1)
+    weight = np.asarray(blobs[0], dtype=np.float32)
+    if list(weight.shape[2:]) != kernel:
+        raise _layer_error(layer, f"weights of shape {weight.shape} for a {kernel[0]}x{kernel[1]} kernel")
+    inputs = [graph.bottom(layer), graph.constant(f"{layer.name}/weight", weight)]
+    if param.bias_term:
+        inputs.append(graph.constant(f"{layer.name}/bias", np.asarray(blobs[1], dtype=np.float32).reshape(-1)))
+    op = "Conv" if layer.type == "Convolution" else "ConvTranspose"
+    graph.node(op, inputs, [graph.top(layer, position, 0)], layer.name, kernel_shape=kernel, strides=stride,
+               pads=pad + pad, dilations=dilation, group=int(param.group))
+
+
+def _pooling(graph: _Graph, layer: Any, position: int) -> None:
+    param = layer.pooling_param
+    if param.global_pooling:
+        if param.pool not in (0, 1):
+            raise _layer_error(layer, "only MAX and AVE global pooling are supported")
+        op = "GlobalMaxPool" if param.pool == 0 else "GlobalAveragePool"
+        graph.node(op, [graph.bottom(layer)], [graph.top(layer, position, 0)], layer.name)
+        return
+    kernel = _spatial(param, "kernel_size", 0, h="kernel_h", w="kernel_w")
+    pad = _spatial(param, "pad", 0, h="pad_h", w="pad_w")
+    stride = _spatial(param, "stride", 1, h="stride_h", w="stride_w")
+    attributes: dict[str, Any] = dict(kernel_shape=kernel, strides=stride, pads=pad + pad,
+                                      ceil_mode=int(param.round_mode == 0))  # 0: CEIL, Caffe's default
+    if param.pool == 0:
+        op = "MaxPool"
+    elif param.pool == 1:
+        op = "AveragePool"
+        attributes["count_include_pad"] = 1  # Caffe divides by the window clipped to the padded image
+    else:
+        raise _layer_error(layer, "STOCHASTIC pooling has no ONNX counterpart")
+    graph.node(op, [graph.bottom(layer)], [graph.top(layer, position, 0)], layer.name, **attributes)
+
+
+def _eltwise(graph: _Graph, layer: Any, position: int) -> None:
+    param = layer.eltwise_param
+    inputs = [graph.bottom(layer, i) for i in range(len(layer.bottom))]
+    if len(inputs) < 2:
+        raise _layer_error(layer, "Eltwise needs at least two bottoms")
+    op = {0: "Mul", 1: "Add", 2: "Max"}[param.operation]  # PROD, SUM, MAX
+    coeffs = list(param.coeff)
+    if coeffs and op != "Add":
+        raise _layer_error(layer, "coeff is only defined for SUM")
+    if coeffs and len(coeffs) != len(inputs):
+        raise _layer_error(layer, f"{len(coeffs)} coefficients for {len(inputs)} bottoms")
+    if any(c != 1 for c in coeffs):
+        scaled = []
+        for i, (tensor, coeff) in enumerate(zip(inputs, coeffs, strict=True)):
+            scale = graph.constant(f"{layer.name}/coeff{i}", np.asarray(coeff, dtype=np.float32))
+            out = graph.unique(f"{layer.name}/scaled{i}")
+            graph.node("Mul", [tensor, scale], [out], f"{layer.name}/scale{i}")
+            scaled.append(out)
+        inputs = scaled
+    current = inputs[0]
+    for i, tensor in enumerate(inputs[1:], start=1):  # a chain of binary ops, in Caffe's summation order
+        out = graph.top(layer, position, 0) if i == len(inputs) - 1 else graph.unique(f"{layer.name}/partial{i}")
+        graph.node(op, [current, tensor], [out], layer.name)
+        current = out
+
+
+def _crop(graph: _Graph, layer: Any, position: int) -> None:
+    param = layer.crop_param
+    axis = param.axis if param.axis >= 0 else 4 + param.axis
+    axes = list(range(axis, 4))
+    offsets = list(param.offset)
+    if len(offsets) > 1 and len(offsets) != len(axes):
+        raise _layer_error(layer, f"{len(offsets)} offsets for the {len(axes)} cropped axes")
+    starts = np.asarray(offsets * len(axes) if len(offsets) == 1 else offsets or [0] * len(axes), dtype=np.int64)
+    reference = graph.unique(f"{layer.name}/reference_shape")
+    graph.node("Shape", [graph.bottom(layer, 1)], [reference], f"{layer.name}/shape", start=axis)
+    start_name = graph.constant(f"{layer.name}/starts", starts)
+    ends = graph.unique(f"{layer.name}/ends")
+    graph.node("Add", [start_name, reference], [ends], f"{layer.name}/ends")
+    graph.node("Slice", [graph.bottom(layer, 0), start_name, ends,
+                         graph.constant(f"{layer.name}/axes", np.asarray(axes, dtype=np.int64))],
+               [graph.top(layer, position, 0)], layer.name)
+
+
+def _slice(graph: _Graph, layer: Any, position: int) -> None:
+    param = layer.slice_param
+    axis = int(param.slice_dim) if param.HasField("slice_dim") else int(param.axis)
+    outputs = [graph.top(layer, position, i) for i in range(len(layer.top))]
+    points = list(param.slice_point)
+    if not points:
+        graph.node("Split", [graph.bottom(layer)], outputs, layer.name, axis=axis, num_outputs=len(outputs))
+        return
+    if len(points) != len(outputs) - 1:
+        raise _layer_error(layer, f"{len(points)} slice points for {len(outputs)} tops")
+    bounds = [0, *points, INT64_MAX]
+    axes = graph.constant(f"{layer.name}/axes", np.asarray([axis], dtype=np.int64))
+    for i, out in enumerate(outputs):
+        graph.node("Slice", [graph.bottom(layer),
+                             graph.constant(f"{layer.name}/start{i}", np.asarray([bounds[i]], dtype=np.int64)),
+                             graph.constant(f"{layer.name}/end{i}", np.asarray([bounds[i + 1]], dtype=np.int64)),
+                             axes], [out], f"{layer.name}/{i}")
+
+
+def _input_shapes(proto: Any) -> list[tuple[str, list[int]]]:
+    """(blob, shape) of the net's inputs: Input layers' tops, or the legacy ``input:`` fields."""
+    found = []
+    for layer in proto.layer:
+        if layer.type == "Input" and _in_test_phase(layer):
+            shapes = list(layer.input_param.shape)
+            for i, top in enumerate(layer.top):
+                shape = shapes[i] if len(shapes) > 1 else shapes[0] if shapes else None
+                if shape is None:
+                    raise _layer_error(layer, "Input without a shape")
+                found.append((top, [int(d) for d in shape.dim]))
+    for i, name in enumerate(proto.input):
+        if proto.input_shape:
+            dims = list(proto.input_shape[i].dim)
+        else:
+            dims = list(proto.input_dim[4 * i:4 * i + 4])
+        found.append((name, [int(d) for d in dims]))
+    return found
+
+
+SUPPORTED = ("Input", "Convolution", "Deconvolution", "ReLU", "Eltwise", "Pooling", "Concat", "Crop", "Slice",
+             "Split")
+
+
+def check_supported(proto: Any) -> None:
+    """Refuse, before any work, a net with a layer the exporter cannot express (named in the error)."""
+    if proto.layers:
+        raise UnsupportedLayer("the prototxt uses the V1 `layers` syntax; upgrade it with Caffe's "
+                               "upgrade_net_proto_text first")
+    for layer in proto.layer:
+        if _in_test_phase(layer) and layer.type not in SUPPORTED:
+            raise _layer_error(layer, f"this layer type cannot be exported (supported: {', '.join(SUPPORTED)})")
+
+
+def caffe_to_onnx(proto: Any, params: Mapping[str, Sequence[np.ndarray]], *, outputs: Sequence[str] | None = None,
+                  opset: int = DEFAULT_OPSET, name: str = "mrfnet", metadata: Mapping[str, str] | None = None
+                  ) -> onnx.ModelProto:
+    """The ONNX model of a deploy NetParameter with ``params`` (layer name -> its blobs, as Caffe loaded them).
+
+    Inputs keep their channel count and get dynamic batch, height and width. ``outputs`` are the
+    blobs exposed (default: Caffe's net outputs, the blobs no later layer reads), in that order.
+    """
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset}: the exporter needs opset {MIN_OPSET} or later")
+    check_supported(proto)
+    layers = [layer for layer in proto.layer if _in_test_phase(layer)]
+    last_writer = {blob: (p, i) for p, layer in enumerate(layers) for i, blob in enumerate(layer.top)}
+    graph = _Graph(last_writer)
+    inputs = []
+    shapes = _input_shapes(proto)
+    input_blobs = {blob for blob, _ in shapes}
+    for blob, shape in shapes:
+        if len(shape) != 4:
+            raise UnsupportedLayer(f"input {blob!r} has shape {shape}; only N x C x H x W inputs are exported")
+        dims = [dynamic or value for dynamic, value in zip(DYNAMIC_DIMS, shape, strict=True)]
+        inputs.append(helper.make_tensor_value_info(blob, TensorProto.FLOAT, dims))
+        graph.tensor[blob] = graph.unique(blob)
+    read: set[str] = set()
+    for position, layer in enumerate(layers):
+        read.update(layer.bottom)
+        kind = layer.type
+        if kind == "Input":
+            continue
+        if input_blobs.intersection(layer.top):
+            raise _layer_error(layer, "writes over the net's input blob")
+        if kind in ("Convolution", "Deconvolution"):
+            _conv(graph, layer, position, params.get(layer.name, ()))
+        elif kind == "Pooling":
+            _pooling(graph, layer, position)
+        elif kind == "ReLU":
+            slope = layer.relu_param.negative_slope
+            op, attributes = ("LeakyRelu", {"alpha": float(slope)}) if slope else ("Relu", {})
+            graph.node(op, [graph.bottom(layer)], [graph.top(layer, position, 0)], layer.name, **attributes)
+        elif kind == "Eltwise":
+            _eltwise(graph, layer, position)
+        elif kind == "Concat":
+            param = layer.concat_param
+            axis = param.concat_dim if param.HasField("concat_dim") else param.axis
+            graph.node("Concat", [graph.bottom(layer, i) for i in range(len(layer.bottom))],
+                       [graph.top(layer, position, 0)], layer.name, axis=int(axis))
+        elif kind == "Crop":
+            _crop(graph, layer, position)
+        elif kind == "Slice":
+            _slice(graph, layer, position)
+        elif kind == "Split":
+            source = graph.bottom(layer)
+            for i in range(len(layer.top)):
+                graph.node("Identity", [source], [graph.top(layer, position, i)], f"{layer.name}/{i}")
+    produced = [blob for layer in layers if layer.type != "Input" for blob in layer.top]
+    chosen = list(outputs) if outputs is not None else list(dict.fromkeys(b for b in produced if b not in read))
+    missing = [blob for blob in chosen if blob not in graph.tensor]
+    if missing:
+        raise ValueError(f"the net has no blob(s) {', '.join(missing)} to output")
+    graph_outputs = [helper.make_tensor_value_info(blob, TensorProto.FLOAT, None) for blob in chosen]
+    onnx_graph = helper.make_graph(graph.nodes, name, inputs, graph_outputs, initializer=graph.initializers)
+    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="mrfnet")
+    model.ir_version = min(model.ir_version, onnx.helper.find_min_ir_version_for([helper.make_opsetid("", opset)]))
+    helper.set_model_props(model, dict(metadata or {}))
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    onnx.checker.check_model(inferred, full_check=True)
+    log.info("converted %d Caffe layers into %d ONNX nodes (opset %d)", len(layers), len(graph.nodes), opset)
+    return inferred
