@@ -389,5 +389,6 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
         raise TrainingError(f"the loss became non-finite at iteration {info['iteration']} ({info['losses']}); "
                             f"training stopped; last good snapshot: {snapshot or 'none yet'}. "
                             "Lower --base-lr or check the data.")
-    log.info("%s at iteration %d after %.1f s; latest snapshot %s", kind, info["iteration"], seconds, snapshot)
+    log.log(logging.INFO if leader else logging.DEBUG, "%s at iteration %d after %.1f s; latest snapshot %s", kind,
+            info["iteration"], seconds, snapshot)
     return TrainResult(status=kind, iteration=info["iteration"], snapshot=snapshot, seconds=seconds)
