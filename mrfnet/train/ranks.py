@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from mrfnet.runtime.caffe_env import CaffeError
+
 log = logging.getLogger(__name__)
 
 # What MPI launchers put in each rank's environment: Open MPI's mpirun, MPICH/Intel MPI's Hydra (and
@@ -100,8 +102,8 @@ class Ranks:
             info, everyone = self.agent.conn.recv()
         except EOFError as exc:
             self.agent.join()
-            raise RuntimeError(f"the MPI rank process failed to start (exit code {self.agent.exitcode}); "
-                               "is mpi4py installed (pip install -e .[mpi])?") from exc
+            raise ValueError(f"the MPI rank process failed to start (exit code {self.agent.exitcode}; its error is "
+                             "above): is mpi4py installed (pip install -e .[mpi]) and built for this MPI?") from exc
         self.world = World(**info)
         self.worlds = [World(**w) for w in everyone]  # every rank's, in rank order
         log.debug("rank %d of %d (local %d of %d on %s)", self.world.rank, self.world.size, self.world.local_rank,
@@ -112,7 +114,8 @@ class Ranks:
         try:
             return self.agent.conn.recv()
         except EOFError as exc:
-            raise RuntimeError(f"the MPI rank process died (exit code {self.agent.exitcode})") from exc
+            raise CaffeError(f"the MPI rank process died while the run was set up (exit code "
+                             f"{self.agent.exitcode})") from exc
 
     def bcast(self, value: Any = None) -> Any:
         """Rank 0's ``value`` on every rank."""
