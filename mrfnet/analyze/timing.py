@@ -124,19 +124,23 @@ class TimingReport:
     def to_markdown(self) -> str:
         lines = [f"Machine: {describe_machine(self.machine)}.", "", "### Inference time (Table IV analogue)", ""]
         sizes = list(dict.fromkeys(size_label(m.height, m.width) for m in self.measurements if m.kind == "inference"))
-        head = ["variant", *[f"{s} pycaffe (s)" for s in sizes], *[f"{s} caffe time (ms)" for s in sizes],
+        onnx = self.settings.get("engine") == "onnxruntime"
+        caffe_sizes = [] if onnx else sizes  # `caffe time` runs Caffe only
+        head = ["variant", *[f"{s} {'ONNX Runtime' if onnx else 'pycaffe'} (s)" for s in sizes],
+                *[f"{s} caffe time (ms)" for s in caffe_sizes],
                 *[f"{s} counted (MB)" for s in sizes], *[f"{s} peak RSS (MB)" for s in sizes]]
         rows = []
         for variant in dict.fromkeys(m.variant for m in self.measurements):
             cells = {size_label(m.height, m.width): m for m in self.measurements
                      if m.variant == variant and m.kind == "inference"}
             rows.append([variant, *[_seconds(cells.get(s)) for s in sizes],
-                         *[_caffe_ms(cells.get(s), "forward_ms") for s in sizes],
+                         *[_caffe_ms(cells.get(s), "forward_ms") for s in caffe_sizes],
                          *[megabytes(cells[s].counted_mb if s in cells else None) for s in sizes],
                          *[megabytes(cells[s].peak_rss_mb if s in cells else None) for s in sizes]])
-        lines += [markdown_table(head, rows), "", self.timing_note, "", "### Training memory (Table III analogue)", ""]
+        lines += [markdown_table(head, rows), "", self.timing_note]
         batches = list(dict.fromkeys(m.batch for m in self.measurements if m.kind == "training"))
         if batches:
+            lines += ["", "### Training memory (Table III analogue)", ""]
             head = ["variant", *[f"batch {b} counted (MB)" for b in batches],
                     *[f"batch {b} peak RSS (MB)" for b in batches],
                     *[f"batch {b} caffe time F-B (ms)" for b in batches]]
@@ -203,8 +207,12 @@ def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] =
                   warmup: int = 1, memory_batches: Sequence[int] = DEFAULT_MEMORY_BATCHES,
                   memory_side: int = DEFAULT_MEMORY_SIDE, max_memory_gb: float | None = None,
                   tile_memory_gb: float | None = None, overlap: int = DEFAULT_OVERLAP,
-                  caffe_time: bool = True, gpu: int | None = None, run_training: bool = True) -> TimingReport:
+                  caffe_time: bool = True, gpu: int | None = None, run_training: bool = True,
+                  engine: str = "caffe") -> TimingReport:
     """Time each variant at each (height, width) and count its training memory at each batch size.
+
+    ``engine`` "onnxruntime" times inference of each net's ONNX export instead (same tiles); training
+    memory and `caffe time` are Caffe's and are then left out.
 
     Inference that does not fit ``max_memory_gb`` (default: half the memory available) is timed
     with tiles that fit ``tile_memory_gb`` (default: the same); training memory that does not fit,
@@ -212,12 +220,18 @@ def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] =
     """
     if repeats < 1 or warmup < 0:
         raise ValueError("repeats must be at least 1 and warmup at least 0")
+    if engine not in ("caffe", "onnxruntime"):
+        raise ValueError(f"unknown engine {engine!r}")
+    if engine != "caffe":
+        if gpu is not None:
+            raise ValueError("--engine onnxruntime runs on the CPU here: leave out --gpu")
+        caffe_time, memory_batches = False, ()
     max_gb = max_memory_gb if max_memory_gb is not None else default_max_memory_gb()
     max_bytes = int(max_gb * 2**30)
     tile_gb = min(max_gb, tile_memory_gb if tile_memory_gb is not None else max_gb)
     machine = machine_info(gpu)
     measurements = []
-    common = dict(repeats=repeats, warmup=warmup, max_bytes=max_bytes, overlap=overlap, gpu=gpu)
+    common = dict(repeats=repeats, warmup=warmup, max_bytes=max_bytes, overlap=overlap, gpu=gpu, engine=engine)
     with tempfile.TemporaryDirectory(prefix="mrfnet-time-") as tmp:
         folder = Path(tmp)
         for variant in variants:
@@ -235,7 +249,7 @@ def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] =
             for batch in memory_batches:
                 prototxt = write_deploy(variant, memory_side, memory_side, batch, folder, train=True)
                 raw = run_isolated(measure_in_child, prototxt, train=True, timeout=CHILD_TIMEOUT_S,
-                                   count_only=not run_training, **common)
+                                   count_only=not run_training, **{**common, "engine": "caffe"})
                 m = _measurement(variant, "training", memory_side, memory_side, batch, raw)
                 if caffe_time and m.skipped is None:
                     m.caffe_time = run_caffe_time(prototxt, iterations=repeats, max_bytes=max_bytes, gpu=gpu)
@@ -244,5 +258,6 @@ def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] =
                 measurements.append(m)
     settings = dict(sizes=[list(s) for s in sizes], repeats=repeats, warmup=warmup,
                     memory_batches=list(memory_batches), memory_side=memory_side, max_memory_gb=max_gb,
-                    tile_memory_gb=tile_gb, overlap=overlap, caffe_time=caffe_time, run_training=run_training)
+                    tile_memory_gb=tile_gb, overlap=overlap, caffe_time=caffe_time, run_training=run_training,
+                    engine=engine)
     return TimingReport(machine, measurements, settings)

@@ -10,6 +10,7 @@ from pathlib import Path
 from mrfnet.analyze.timing import DEFAULT_MEMORY_BATCHES, DEFAULT_MEMORY_SIDE, time_variants
 from mrfnet.commands.argtypes import non_negative_int, positive_float, positive_int
 from mrfnet.commands.options import add_variants_argument
+from mrfnet.export.engines import ENGINES
 from mrfnet.infer.tiling import DEFAULT_OVERLAP
 from netgen import VARIANTS
 from netgen.sizes import parse_sizes
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     report = time_variants(variants, sizes=args.sizes, repeats=args.repeats, warmup=args.warmup,
                            memory_batches=args.memory_batches, memory_side=args.memory_side,
                            max_memory_gb=args.max_memory_gb, tile_memory_gb=args.tile_memory_gb,
-                           overlap=args.overlap, caffe_time=not args.no_caffe_time, gpu=args.gpu)
+                           overlap=args.overlap, caffe_time=not args.no_caffe_time, gpu=args.gpu,
+                           engine=args.engine)
     markdown = report.to_markdown()
     print(markdown)
     if args.out:
@@ -81,6 +83,9 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlap", type=non_negative_int, default=DEFAULT_OVERLAP,
                         help="tile overlap (default: %(default)s)")
     parser.add_argument("--no-caffe-time", action="store_true", help="skip Caffe's own `caffe time` runs")
+    parser.add_argument("--engine", choices=ENGINES, default="caffe",
+                        help="what runs inference: caffe, or onnxruntime on each net's ONNX export (inference only: "
+                             "the training-memory table and `caffe time` are left out) (default: %(default)s)")
     parser.add_argument("--gpu", type=non_negative_int, help="GPU id (needs a CUDA build of Caffe; default: CPU)")
     parser.add_argument("--out", type=Path, help="folder for timing.md and timing.json (default: print only)")
     parser.set_defaults(run=run)
