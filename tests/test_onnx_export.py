@@ -274,3 +274,37 @@ def test_time_with_onnx_runtime_times_whole_images_and_tiles(caffe):
     assert "ONNX Runtime (s)" in markdown and "caffe time" not in markdown and "Training memory" not in markdown
     with pytest.raises(ValueError, match="CPU"):
         time_variants(["lwrefinenet"], sizes=[(24, 32)], engine="onnxruntime", gpu=0)
+
+
+DECONV_NET = """
+layer {{ name: "data" type: "Input" top: "blur" input_param {{ shape {{ dim: 1 dim: 4 dim: 7 dim: 10 }} }} }}
+layer {{ name: "up" type: "Deconvolution" bottom: "blur" top: "up"
+        convolution_param {{ num_output: 4 kernel_size: {kernel} stride: {stride} pad: {pad} group: {group}
+                            weight_filler {{ type: "gaussian" std: 0.5 }}
+                            bias_filler {{ type: "gaussian" std: 0.5 }} }} }}
+"""
+
+
+@pytest.mark.parametrize(("kernel", "stride", "pad", "group"), [
+    (4, 2, 1, 1), (2, 2, 0, 1), (3, 2, 1, 1), (5, 3, 1, 1), (3, 3, 0, 1), (1, 2, 0, 1), (4, 2, 1, 2), (3, 1, 1, 1)])
+def test_deconvolutions_match_as_phase_convolutions_or_conv_transpose(caffe, tmp_path, kernel, stride, pad, group):
+    """Strided deconvolutions become one Conv + DepthToSpace (Caffe's output size kept by trimming); the
+    rest stay ConvTranspose. Either way the numbers are Caffe's."""
+    deploy = tmp_path / "deconv.prototxt"
+    deploy.write_text(DECONV_NET.format(kernel=kernel, stride=stride, pad=pad, group=group))
+    caffe.set_random_seed(kernel * 10 + stride)
+    net = caffe.Net(str(deploy), caffe.TEST)
+    proto = caffe_to_onnx(read_prototxt(deploy), {name: [b.data for b in blobs] for name, blobs in net.params.items()},
+                          outputs=["up"])
+    session = OnnxModel(proto, output_name="up").session
+    for height, width in ((7, 10), (6, 9)):
+        x = np.random.default_rng(height).standard_normal((1, 4, height, width)).astype(np.float32)
+        net.blobs["blur"].reshape(*x.shape)
+        net.reshape()
+        net.blobs["blur"].data[...] = x
+        net.forward()
+        got = session.run(["up"], {"blur": x})[0]
+        assert got.shape == net.blobs["up"].data.shape
+        assert np.max(np.abs(got - net.blobs["up"].data)) <= 1e-5, (height, width)
+    ops = {node.op_type for node in proto.graph.node}
+    assert ("DepthToSpace" in ops) == (stride > 1 and kernel >= stride and group == 1)

@@ -112,12 +112,84 @@ def _conv(graph: _Graph, layer: Any, position: int, blobs: Sequence[np.ndarray])
     weight = np.asarray(blobs[0], dtype=np.float32)
     if list(weight.shape[2:]) != kernel:
         raise _layer_error(layer, f"weights of shape {weight.shape} for a {kernel[0]}x{kernel[1]} kernel")
+    bias = np.asarray(blobs[1], dtype=np.float32).reshape(-1) if param.bias_term else None
+    if layer.type == "Deconvolution" and param.group == 1 and dilation == [1, 1]:
+        phases = _subpixel_weights(weight, kernel, stride, pad)
+        if phases is not None:
+            _subpixel_deconvolution(graph, layer, position, phases, bias, stride[0])
+            return
     inputs = [graph.bottom(layer), graph.constant(f"{layer.name}/weight", weight)]
-    if param.bias_term:
-        inputs.append(graph.constant(f"{layer.name}/bias", np.asarray(blobs[1], dtype=np.float32).reshape(-1)))
+    if bias is not None:
+        inputs.append(graph.constant(f"{layer.name}/bias", bias))
     op = "Conv" if layer.type == "Convolution" else "ConvTranspose"
     graph.node(op, inputs, [graph.top(layer, position, 0)], layer.name, kernel_shape=kernel, strides=stride,
                pads=pad + pad, dilations=dilation, group=int(param.group))
+
+
+@dataclass
+class _Phases:
+    """A strided deconvolution as one convolution computing every output phase, for DepthToSpace to interleave."""
+
+    weight: np.ndarray  # (stride^2 x C_out) x C_in x J x J
+    pads: list[int]  # top, left, bottom, right
+    trim: int  # output rows/columns past Caffe's size, cut from the bottom and right
+
+
+def _subpixel_weights(weight: np.ndarray, kernel: list[int], stride: list[int], pad: list[int]) -> _Phases | None:
+    """The phase convolution of a deconvolution with square stride s: output pixel s*q + r of a deconvolution
+    is sum_m x[q + c_r - m] * w[s*m + t_r] (t_r = (r + pad) mod s, c_r = (r + pad) div s), a correlation
+    over x; the phases' taps are laid into one J x J kernel (zeros where a phase has no tap).
+
+    ONNX Runtime's ConvTranspose runs its GEMMs unblocked and cannot be quantised; this runs as a
+    Conv (blocked, fused, INT8-able). None where it does not apply (then ConvTranspose is used).
+    """
+    s = stride[0]
+    if stride[1] != s or s < 2 or kernel[0] != kernel[1] or pad[0] != pad[1]:
+        return None
+    k, p = kernel[0], pad[0]
+    offsets = [(r + p) // s for r in range(s)]  # c_r
+    taps = [(r + p) % s for r in range(s)]  # t_r
+    counts = [len(range(t, k, s)) for t in taps]  # M_r: kernel taps of phase r
+    before = max(count - 1 - c for count, c in zip(counts, offsets, strict=True))
+    span = before + max(offsets) + 1  # J
+    excess = k - 2 * p - s  # Caffe's output is s*H + excess
+    rows = -(-excess // s)  # phase rows past H
+    after = rows + span - 1 - before
+    if before < 0 or after < 0 or min(counts) < 1:
+        return None
+    c_in, c_out = weight.shape[:2]
+    phase_kernel = np.zeros((s, s, c_out, c_in, span, span), dtype=np.float32)
+    for rh in range(s):
+        for jh in range(span):
+            mh = offsets[rh] - (jh - before)
+            if not 0 <= mh < counts[rh]:
+                continue
+            for rw in range(s):
+                for jw in range(span):
+                    mw = offsets[rw] - (jw - before)
+                    if 0 <= mw < counts[rw]:
+                        phase_kernel[rh, rw, :, :, jh, jw] = weight[:, :, s * mh + taps[rh], s * mw + taps[rw]].T
+    # DepthToSpace (CRD) reads channel c * s^2 + rh * s + rw
+    combined = phase_kernel.transpose(2, 0, 1, 3, 4, 5).reshape(c_out * s * s, c_in, span, span)
+    return _Phases(np.ascontiguousarray(combined), [before, before, after, after], s * rows - excess)
+
+
+def _subpixel_deconvolution(graph: _Graph, layer: Any, position: int, phases: _Phases, bias: np.ndarray | None,
+                            stride: int) -> None:
+    inputs = [graph.bottom(layer), graph.constant(f"{layer.name}/phase_weight", phases.weight)]
+    if bias is not None:
+        inputs.append(graph.constant(f"{layer.name}/phase_bias", np.repeat(bias, stride * stride)))
+    span = phases.weight.shape[2]
+    conv = graph.unique(f"{layer.name}/phases")
+    graph.node("Conv", inputs, [conv], f"{layer.name}/phases", kernel_shape=[span, span], strides=[1, 1],
+               pads=phases.pads)
+    out = graph.top(layer, position, 0) if not phases.trim else graph.unique(f"{layer.name}/untrimmed")
+    graph.node("DepthToSpace", [conv], [out], layer.name, blocksize=stride, mode="CRD")
+    if phases.trim:
+        ends = graph.constant(f"{layer.name}/trim", np.asarray([-phases.trim] * 2, dtype=np.int64))
+        graph.node("Slice", [out, graph.constant(f"{layer.name}/trim_starts", np.zeros(2, dtype=np.int64)), ends,
+                             graph.constant(f"{layer.name}/trim_axes", np.asarray([2, 3], dtype=np.int64))],
+                   [graph.top(layer, position, 0)], f"{layer.name}/trim")
 
 
 def _pooling(graph: _Graph, layer: Any, position: int) -> None:
