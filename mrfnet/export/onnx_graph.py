@@ -70,6 +70,9 @@ class _Graph:
     tensor: dict[str, str] = field(default_factory=dict)  # blob -> the ONNX tensor holding its value now
     names: Counter = field(default_factory=Counter)
 
+    def __post_init__(self) -> None:
+        self.names.update(self.last_writer.keys())  # a blob's own name is kept for its final value (or an input)
+
     def unique(self, base: str) -> str:
         self.names[base] += 1
         return base if self.names[base] == 1 else f"{base}_{self.names[base] - 1}"
@@ -334,7 +337,8 @@ def caffe_to_onnx(proto: Any, params: Mapping[str, Sequence[np.ndarray]], *, out
             raise UnsupportedLayer(f"input {blob!r} has shape {shape}; only N x C x H x W inputs are exported")
         dims = [dynamic or value for dynamic, value in zip(DYNAMIC_DIMS, shape, strict=True)]
         inputs.append(helper.make_tensor_value_info(blob, TensorProto.FLOAT, dims))
-        graph.tensor[blob] = graph.unique(blob)
+        graph.names[blob] += 1
+        graph.tensor[blob] = blob
     read: set[str] = set()
     for position, layer in enumerate(layers):
         read.update(layer.bottom)

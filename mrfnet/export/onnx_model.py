@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from google.protobuf import message
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from mrfnet.infer.memory import pixels_for_budget
 from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB, predict_with, to_uint8
@@ -25,7 +26,9 @@ TILE_BYTES_PER_PIXEL = "mrfnet.tile_bytes_per_pixel"  # Caffe's forward memory p
 TILE_FIXED_BYTES = "mrfnet.tile_fixed_bytes"
 PREDICTION_KEY = "mrfnet.prediction"
 PARAMETERS = "mrfnet.parameters"  # the Caffe net's parameter count (an INT8 model's initializers differ)
-REFERENCE_SIDE = 256  # shape at which a foreign model's activation memory is counted
+REFERENCE_SIDE = 256
+LOAD_ERRORS = (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidArgument, ort_state.InvalidProtobuf,
+               ort_state.NotImplemented, ort_state.RuntimeException)  # what InferenceSession raises on a bad model  # shape at which a foreign model's activation memory is counted
 
 
 def read_onnx(path: str | Path) -> onnx.ModelProto:
@@ -35,7 +38,7 @@ def read_onnx(path: str | Path) -> onnx.ModelProto:
         raise FileNotFoundError(f"ONNX model {path} does not exist")
     try:
         model = onnx.load(str(path))
-    except (message.DecodeError, onnx.onnx_cpp2py_export.checker.ValidationError, ValueError) as exc:
+    except (message.DecodeError, ValueError) as exc:
         raise ValueError(f"{path} is not an ONNX model ({exc}); the file may be truncated") from exc
     if not model.graph.node:
         raise ValueError(f"{path} is not an ONNX model (no graph nodes); the file may be truncated or not ONNX")
@@ -90,8 +93,7 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(self.proto.SerializeToString(), session_options(threads),
                                                 providers=["CPUExecutionProvider"])
-        except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-                ort.capi.onnxruntime_pybind11_state.InvalidArgument) as exc:
+        except LOAD_ERRORS as exc:
             raise ValueError(f"ONNX Runtime cannot load {self.path or 'the model'}: {exc}") from exc
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
