@@ -26,9 +26,10 @@ TILE_BYTES_PER_PIXEL = "mrfnet.tile_bytes_per_pixel"  # Caffe's forward memory p
 TILE_FIXED_BYTES = "mrfnet.tile_fixed_bytes"
 PREDICTION_KEY = "mrfnet.prediction"
 PARAMETERS = "mrfnet.parameters"  # the Caffe net's parameter count (an INT8 model's initializers differ)
-REFERENCE_SIDE = 256
+REFERENCE_SIDE = 256  # shape at which a foreign model's activation memory is counted
+# what InferenceSession raises on a model it cannot run
 LOAD_ERRORS = (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidArgument, ort_state.InvalidProtobuf,
-               ort_state.NotImplemented, ort_state.RuntimeException)  # what InferenceSession raises on a bad model  # shape at which a foreign model's activation memory is counted
+               ort_state.NotImplemented, ort_state.RuntimeException)
 
 
 def read_onnx(path: str | Path) -> onnx.ModelProto:
