@@ -17,7 +17,7 @@ import numpy as np
 from mrfnet.runtime.caffe_env import CaffeError, build_info, caffe_prefix, import_caffe, run_isolated
 from mrfnet.runtime.device import probe_gpu
 
-LIBRARIES = ("numpy", "google.protobuf", "skimage", "cv2", "lmdb", "scipy")
+LIBRARIES = ("numpy", "google.protobuf", "skimage", "cv2", "lmdb", "scipy", "onnx", "onnxruntime")
 
 
 def build_kind(build: dict[str, str]) -> dict[str, Any]:
