@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
         source = resolve_source(model, deploy=args.deploy, variant=args.variant, work_dir=out)
         report = score_model(source.deploy, model, test_set, out_dir=out, variant=source.variant, **common)
     best = report.best
-    print(f"{report.label} on {report.test_set['name']} ({report.test_set['images']} images, SSIM {args.ssim}): "
+    engine = f", {report.engine}" if report.engine != "caffe" else ""
+    print(f"{report.label} on {report.test_set['name']} ({report.test_set['images']} images, SSIM {args.ssim}"
+          f"{engine}): "
           f"PSNR {report.last.psnr:.3f} dB, SSIM {report.last.ssim:.4f} (blurry input {report.baseline['psnr']:.3f} "
           f"dB, {report.baseline['ssim']:.4f})"
           + (f"; best iteration {best.iteration}: {best.psnr:.3f} dB" if len(report.results) > 1 else ""))
