@@ -182,24 +182,25 @@ def solve(job: SolveJob, conn: Any, group: Group | None = None) -> None:
         solver.step(1)
         train_discriminators(solver.net)  # the edge GAN's alternating step; nothing without --edge
         losses = {**scale_loss_values(solver.net), **_edge_loss_values(solver.net, edge_tops)}
-        if group.any(not all(math.isfinite(v) for v in losses.values()))[0]:
-            bad = next(ls for ls in group.allgather(losses) if not all(math.isfinite(v) for v in ls.values()))
-            conn.send(("nonfinite", {"iteration": solver.iter, "losses": bad}))
-            return  # no snapshot: the weights are already poisoned; the last periodic one stands
+        finite = all(math.isfinite(v) for v in losses.values())
         val = None
-        if validator is not None and (solver.iter % job.val_every == 0 or solver.iter == max_iter):
+        if finite and validator is not None and (solver.iter % job.val_every == 0 or solver.iter == max_iter):
             score = validator.score()
             val = {**score.columns(), "blur_psnr": score.blur_psnr, "blur_ssim": score.blur_ssim,
                    "images": score.images, "best": is_better(score.psnr, best_psnr)}
             if val["best"]:
                 best_psnr = score.psnr
                 save_best(solver.net, Path(job.best_path))
-        if leader and (solver.iter % PROGRESS_EVERY == 0 or val is not None):
+        if finite and leader and (solver.iter % PROGRESS_EVERY == 0 or val is not None):
             info = {"iteration": solver.iter, "losses": losses, "weights": weights,
                     "lr": _learning_rate(param, solver.iter)}
             if val is not None:
                 info["val"] = val
-            conn.send(("progress", info))
+            conn.send(("progress", info))  # before the ranks meet: a rank dying now cannot cost this row
+        if group.any(not finite)[0]:
+            bad = next(ls for ls in group.allgather(losses) if not all(math.isfinite(v) for v in ls.values()))
+            conn.send(("nonfinite", {"iteration": solver.iter, "losses": bad}))
+            return  # no snapshot: the weights are already poisoned; the last periodic one stands
     snapshot_every = param.snapshot
     if leader and not (snapshot_every and solver.iter % snapshot_every == 0):
         solver.snapshot()  # Caffe snapshots at multiples of `snapshot`; this covers a stop or the end
