@@ -55,13 +55,15 @@ def trained_run(caffe, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_onnx_runtime_matches_caffe_for_every_variant_at_odd_sizes(caffe, tmp_path, variant):
     model = _random_model(caffe, tmp_path, variant)
-    exported = OnnxModel(export_model(model, variant=variant))
+    graphs = {form: OnnxModel(export_model(model, variant=variant, for_int8=form == "int8 graph"))
+              for form in ("float graph", "int8 graph")}  # deconvolutions as ConvTranspose, as phase convolutions
     for height, width in ODD_SIZES:  # one session, three shapes: the dynamic axes really are dynamic
         chw = _random_input(height, width)
         caffe_out = model.forward(chw)
-        onnx_out = exported.forward(chw)
-        assert onnx_out.shape == caffe_out.shape == (3, height, width)
-        assert np.max(np.abs(onnx_out - caffe_out)) <= TOLERANCE, (variant, height, width)
+        for form, exported in graphs.items():
+            onnx_out = exported.forward(chw)
+            assert onnx_out.shape == caffe_out.shape == (3, height, width)
+            assert np.max(np.abs(onnx_out - caffe_out)) <= TOLERANCE, (variant, form, height, width)
 
 
 def test_a_trained_snapshot_matches_on_a_photograph_and_on_every_output(caffe, trained_run, tmp_path):
@@ -257,7 +259,7 @@ def test_int8_quantisation_keeps_the_interface_and_stays_close(caffe, trained_ru
     error = np.abs(quantized.predict(image) - reference.predict(image))
     assert error.mean() < 0.02, error.mean()  # 8-bit activations: about a grey level, not a broken graph
     with pytest.raises(ValueError, match="no calibration patches"):
-        quantize_int8(export_model(reference), [])
+        quantize_int8(export_model(reference, for_int8=True), [])
 
 
 
@@ -295,7 +297,7 @@ def test_deconvolutions_match_as_phase_convolutions_or_conv_transpose(caffe, tmp
     caffe.set_random_seed(kernel * 10 + stride)
     net = caffe.Net(str(deploy), caffe.TEST)
     proto = caffe_to_onnx(read_prototxt(deploy), {name: [b.data for b in blobs] for name, blobs in net.params.items()},
-                          outputs=["up"])
+                          outputs=["up"], phase_deconvolution=True)
     session = OnnxModel(proto, output_name="up").session
     for height, width in ((7, 10), (6, 9)):
         x = np.random.default_rng(height).standard_normal((1, 4, height, width)).astype(np.float32)

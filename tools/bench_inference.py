@@ -63,7 +63,7 @@ def engine_model(model: Model, setting: str, calibrate: Path | None) -> Model | 
     """What runs the images for ``setting``: the Caffe model itself, or its export (INT8 for "onnxruntime-int8")."""
     if setting not in ENGINES[1:]:
         return model
-    exported = export_model(model)
+    exported = export_model(model, for_int8=setting == "onnxruntime-int8")
     if setting == "onnxruntime-int8":
         if calibrate is None:
             raise SystemExit("onnxruntime-int8 needs --calibrate VAL_LMDB (no main-job data found)")
@@ -120,7 +120,8 @@ def engine_scores(model_path: Path, test_lmdb: Path, calibrate: Path | None, eng
             if calibrate is None:
                 continue
             model = Model(source.deploy, weights)
-            exported = quantize_int8(export_model(model, variant=source.variant), calibration_patches(calibrate))
+            exported = quantize_int8(export_model(model, variant=source.variant, for_int8=True),
+                                     calibration_patches(calibrate))
             path = save_onnx(exported, folder / "int8.onnx")
             report = score_model(path, path, test_lmdb=test_lmdb)
         else:

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                                last_only=True)
         iteration, weights = source.snapshots[-1]
         model = Model(source.deploy, weights)
-        exported = export_model(model, variant=source.variant, opset=args.opset)
+        exported = export_model(model, variant=source.variant, opset=args.opset, for_int8=args.int8)
     difference = verify(model, exported)
     if patches is not None:
         exported = quantize_int8(exported, patches)

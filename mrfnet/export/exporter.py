@@ -80,12 +80,15 @@ def provenance(model: Model, variant: str | None) -> dict[str, str]:
     return {key: value for key, value in metadata.items() if value}
 
 
-def export_model(model: Model, *, variant: str | None = None, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """The checked ONNX model of a loaded Caffe model (its weights as Caffe read them), with provenance."""
+def export_model(model: Model, *, variant: str | None = None, opset: int = DEFAULT_OPSET,
+                 for_int8: bool = False) -> onnx.ModelProto:
+    """The checked ONNX model of a loaded Caffe model (its weights as Caffe read them), with provenance;
+    ``for_int8``: the graph to quantise (deconvolutions as phase convolutions, which have INT8 kernels)."""
     check_opset(opset)
     check_supported(model.info.proto)
     return caffe_to_onnx(model.info.proto, caffe_params(model.net), outputs=list(model.net.outputs), opset=opset,
-                         name=variant or model.info.path.stem, metadata=provenance(model, variant))
+                         name=variant or model.info.path.stem, metadata=provenance(model, variant),
+                         phase_deconvolution=for_int8)
 
 
 def parity(model: Model, exported: OnnxModel, shape: tuple[int, int, int] = PARITY_SHAPE, seed: int = 0) -> float:

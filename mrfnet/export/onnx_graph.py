@@ -99,7 +99,7 @@ class _Graph:
         self.nodes.append(helper.make_node(op, list(inputs), list(outputs), name=self.unique(name), **attributes))
 
 
-def _conv(graph: _Graph, layer: Any, position: int, blobs: Sequence[np.ndarray]) -> None:
+def _conv(graph: _Graph, layer: Any, position: int, blobs: Sequence[np.ndarray], phase_deconvolution: bool) -> None:
     param = layer.convolution_param
     if param.axis != 1:
         raise _layer_error(layer, f"axis {param.axis}: only channel axis 1 is supported")
@@ -116,7 +116,7 @@ def _conv(graph: _Graph, layer: Any, position: int, blobs: Sequence[np.ndarray])
     if list(weight.shape[2:]) != kernel:
         raise _layer_error(layer, f"weights of shape {weight.shape} for a {kernel[0]}x{kernel[1]} kernel")
     bias = np.asarray(blobs[1], dtype=np.float32).reshape(-1) if param.bias_term else None
-    if layer.type == "Deconvolution" and param.group == 1 and dilation == [1, 1]:
+    if phase_deconvolution and layer.type == "Deconvolution" and param.group == 1 and dilation == [1, 1]:
         phases = _subpixel_weights(weight, kernel, stride, pad)
         if phases is not None:
             _subpixel_deconvolution(graph, layer, position, phases, bias, stride[0])
@@ -143,8 +143,9 @@ def _subpixel_weights(weight: np.ndarray, kernel: list[int], stride: list[int], 
     is sum_m x[q + c_r - m] * w[s*m + t_r] (t_r = (r + pad) mod s, c_r = (r + pad) div s), a correlation
     over x; the phases' taps are laid into one J x J kernel (zeros where a phase has no tap).
 
-    ONNX Runtime's ConvTranspose runs its GEMMs unblocked and cannot be quantised; this runs as a
-    Conv (blocked, fused, INT8-able). None where it does not apply (then ConvTranspose is used).
+    ONNX Runtime has no INT8 ConvTranspose (the quantiser leaves it in float between a Dequantize and
+    a Quantize); this runs as a quantised Conv. In float, ConvTranspose is the faster of the two.
+    None where it does not apply (then ConvTranspose is used).
     """
     s = stride[0]
     if stride[1] != s or s < 2 or kernel[0] != kernel[1] or pad[0] != pad[1]:
@@ -316,8 +317,8 @@ def check_supported(proto: Any) -> None:
 
 
 def caffe_to_onnx(proto: Any, params: Mapping[str, Sequence[np.ndarray]], *, outputs: Sequence[str] | None = None,
-                  opset: int = DEFAULT_OPSET, name: str = "mrfnet", metadata: Mapping[str, str] | None = None
-                  ) -> onnx.ModelProto:
+                  opset: int = DEFAULT_OPSET, name: str = "mrfnet", metadata: Mapping[str, str] | None = None,
+                  phase_deconvolution: bool = False) -> onnx.ModelProto:
     """The ONNX model of a deploy NetParameter with ``params`` (layer name -> its blobs, as Caffe loaded them).
 
     Inputs keep their channel count and get dynamic batch, height and width. ``outputs`` are the
@@ -348,7 +349,7 @@ def caffe_to_onnx(proto: Any, params: Mapping[str, Sequence[np.ndarray]], *, out
         if input_blobs.intersection(layer.top):
             raise _layer_error(layer, "writes over the net's input blob")
         if kind in ("Convolution", "Deconvolution"):
-            _conv(graph, layer, position, params.get(layer.name, ()))
+            _conv(graph, layer, position, params.get(layer.name, ()), phase_deconvolution)
         elif kind == "Pooling":
             _pooling(graph, layer, position)
         elif kind == "ReLU":
