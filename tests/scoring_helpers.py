@@ -71,6 +71,11 @@ def make_lmdb(path: Path, pairs) -> Path:
     return path
 
 
+def make_pair_lmdb(path: Path, pairs: list[tuple[np.ndarray, np.ndarray]]) -> Path:
+    """A training LMDB of (blur, sharp) pairs, keys %08d_pair<index> (the order Caffe's Data layer reads)."""
+    return make_lmdb(path, [(f"pair{index}", blur, sharp) for index, (blur, sharp) in enumerate(pairs)])
+
+
 def make_folders(root: Path, pairs, *, nested: bool = True) -> tuple[Path, Path]:
     """blur/ and sharp/ folders of PNGs with the same relative names (the last pair in a sub-folder)."""
     blur_dir, sharp_dir = root / "blur", root / "sharp"

@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 
 import cv2
-import lmdb
 import numpy as np
 import pytest
 
-from data_prep.records import encode_pair
 from mrfnet.train.driver import TrainOptions, prepare_run, train
 from mrfnet.train.snapshots import resumable_solverstate
+from tests.scoring_helpers import make_pair_lmdb
 
 SIDE = 16  # records as large as the crop, and left-right symmetric: Caffe's random crop and mirror change nothing
 MPIRUN = shutil.which("mpirun")
@@ -41,16 +40,10 @@ def _symmetric_pairs(count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray
     return pairs
 
 
-def _write_lmdb(path: Path, pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
-    with lmdb.open(str(path), map_size=1 << 24) as env, env.begin(write=True) as txn:
-        for index, (blur, sharp) in enumerate(pairs):
-            txn.put(f"{index:08d}_pair{index}".encode(), encode_pair(blur, sharp))
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mpi-data")
-    _write_lmdb(root / "train_lmdb", _symmetric_pairs(4, seed=0))
+    make_pair_lmdb(root / "train_lmdb", _symmetric_pairs(4, seed=0))
     return root
 
 
@@ -151,7 +144,7 @@ print(json.dumps({"rank": rank, "seen": seen}))
 def test_each_rank_reads_its_own_records_and_together_the_epoch(caffe, tmp_path):
     data = tmp_path / "shard_lmdb"
     flat = [(np.full((SIDE, SIDE, 3), 10 * i, np.uint8), np.full((SIDE, SIDE, 3), 10 * i, np.uint8)) for i in range(8)]
-    _write_lmdb(data, flat)
+    make_pair_lmdb(data, flat)
     prototxt = tmp_path / "data.prototxt"
     prototxt.write_text('layer { name: "data" type: "Data" top: "data" include { phase: TRAIN }\n'
                         f'  data_param {{ source: "{data}" batch_size: 2 backend: LMDB }} }}\n')

@@ -13,14 +13,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import cv2
-import lmdb
 import numpy as np
 import pytest
 
-from data_prep.records import encode_pair
 from mrfnet.infer.weights import nonfinite_values, read_caffemodel
 from mrfnet.train.driver import TrainingError, TrainOptions, prepare_run, train
 from mrfnet.train.loss_schedule import loss_schedule
+from tests.scoring_helpers import make_pair_lmdb
 
 SIDE = 24
 CROP = 16
@@ -38,17 +37,11 @@ def _pairs(count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return pairs
 
 
-def _write_lmdb(path: Path, pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
-    with lmdb.open(str(path), map_size=1 << 24) as env, env.begin(write=True) as txn:
-        for index, (blur, sharp) in enumerate(pairs):
-            txn.put(f"{index:08d}_pair{index}".encode(), encode_pair(blur, sharp))
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
-    _write_lmdb(root / "train_lmdb", _pairs(8, seed=0))
-    _write_lmdb(root / "val_lmdb", _pairs(2, seed=1))
+    make_pair_lmdb(root / "train_lmdb", _pairs(8, seed=0))
+    make_pair_lmdb(root / "val_lmdb", _pairs(2, seed=1))
     return root
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import tempfile
 from pathlib import Path
 
 from mrfnet.commands.argtypes import positive_int
+from mrfnet.commands.options import check_writable
 from mrfnet.export.exporter import export_model, save_onnx, verify
 from mrfnet.export.onnx_graph import DEFAULT_OPSET
 from mrfnet.export.quantize import DEFAULT_CALIBRATION_PATCHES, calibration_patches, quantize_int8
@@ -29,9 +29,7 @@ def check_out(out: Path) -> None:
         raise ValueError(f"--out {out}: give a file name ending in .onnx")
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give a file name ending in .onnx")
-    existing = next(parent for parent in (out.parent, *out.parent.parents) if parent.exists())
-    if not os.access(existing, os.W_OK):
-        raise ValueError(f"--out {out}: {existing} is not writable")
+    check_writable("--out", out.parent)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from mrfnet.commands.argtypes import non_negative_int, positive_float
 from mrfnet.evaluate.metrics import SSIM_VARIANTS
@@ -48,3 +50,10 @@ def add_variants_argument(parser: argparse.ArgumentParser) -> None:
     """--variants: some of netgen's variants, in the order given (default: all)."""
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="VARIANT",
                         help=f"which variants (default: all of {', '.join(VARIANTS)})")
+
+
+def check_writable(option: str, folder: Path) -> None:
+    """Refuse ``folder`` (to be created if missing) when it cannot be written, before any work."""
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"{option} {folder}: {existing} is not writable")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from mrfnet.analyze.timing import DEFAULT_MEMORY_BATCHES, DEFAULT_MEMORY_SIDE, time_variants
 from mrfnet.commands.argtypes import non_negative_int, positive_float, positive_int
-from mrfnet.commands.options import add_variants_argument
+from mrfnet.commands.options import add_variants_argument, check_writable
 from mrfnet.export.engines import ENGINES
 from mrfnet.infer.tiling import DEFAULT_OVERLAP
 from netgen import VARIANTS
@@ -40,9 +39,7 @@ def _check_out(out: Path | None) -> None:
         return
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder for timing.md and timing.json")
-    existing = next(parent for parent in (out, *out.parents) if parent.exists())
-    if not os.access(existing, os.W_OK):
-        raise ValueError(f"--out {out}: {existing} is not writable")
+    check_writable("--out", out)
 
 
 def run(args: argparse.Namespace) -> int:

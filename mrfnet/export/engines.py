@@ -15,7 +15,7 @@ import numpy as np
 from mrfnet.export.exporter import export_model
 from mrfnet.export.onnx_graph import DEFAULT_OPSET
 from mrfnet.export.onnx_model import VARIANT, OnnxModel, read_onnx
-from mrfnet.infer.model import Model
+from mrfnet.infer.model import Engine, Model
 from mrfnet.infer.run_folder import ModelSource, resolve_model
 from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB
 from mrfnet.infer.weights import DeployInfo
@@ -107,7 +107,7 @@ def choose_engine(engine: str | None, source: ModelSource, *, gpu: int | None = 
 
 
 def open_engine(engine: str, source: ModelSource, weights: str | Path | None = None, *,
-                gpu: int | None = None, threads: int | None = None) -> Model | ConvertedModel | OnnxFile:
+                gpu: int | None = None, threads: int | None = None) -> Engine:
     """A model of ``engine`` for ``source`` (weights loaded if given): what deblur and score run."""
     if is_onnx(source.deploy):
         return OnnxFile(source.deploy, threads=threads)

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep.images import FROM_16_BIT, IMAGE_SUFFIXES, LoadedImage, load_image, write_png
-from mrfnet.infer.model import Model, resolve_tile
+from mrfnet.infer.model import Engine, resolve_tile
 from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB, DEFAULT_OVERLAP
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def plan_outputs(source: str | Path, target: str | Path) -> list[tuple[Path, Pat
     return plan
 
 
-def deblur_file(model: Model, source: Path, target: Path, **options: Any) -> tuple[int, int]:
+def deblur_file(model: Engine, source: Path, target: Path, **options: Any) -> tuple[int, int]:
     """Deblur one image file into a PNG; returns its (height, width)."""
     image = read_image(source)
     output = model.deblur(image.bgr, **options)
@@ -76,7 +76,7 @@ def deblur_file(model: Model, source: Path, target: Path, **options: Any) -> tup
     return image.bgr.shape[:2]
 
 
-def deblur_paths(model: Model, plan: list[tuple[Path, Path]], *, tile: int | str = "auto",
+def deblur_paths(model: Engine, plan: list[tuple[Path, Path]], *, tile: int | str = "auto",
                  overlap: int = DEFAULT_OVERLAP, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB
                  ) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Deblur every (input, output) pair of ``plan`` with a progress bar.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,6 +24,24 @@ from mrfnet.runtime.caffe_env import import_caffe, run_isolated
 from mrfnet.runtime.device import open_gpu, set_mode
 
 log = logging.getLogger(__name__)
+
+
+class Engine(Protocol):
+    """What deblur, score and timing run images through: :class:`Model` (Caffe), or ONNX Runtime's
+    (mrfnet.export.engines)."""
+
+    engine: str
+    parameters: int
+
+    def load_weights(self, weights: str | Path) -> None: ...
+
+    def forward(self, chw: np.ndarray) -> np.ndarray: ...
+
+    def predict(self, bgr: np.ndarray, **options: Any) -> np.ndarray: ...
+
+    def deblur(self, bgr: np.ndarray, **options: Any) -> np.ndarray: ...
+
+    def max_tile_pixels(self, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB) -> int: ...
 
 
 class Model:
@@ -72,7 +90,7 @@ class Model:
         return pixels_for_budget(per_pixel, estimate.parameters, max_memory_gb)
 
 
-def resolve_tile(model: Model, tile: int | str | None, overlap: int, max_memory_gb: float) -> Tile:
+def resolve_tile(model: Engine, tile: int | str | None, overlap: int, max_memory_gb: float) -> Tile:
     """What to tile with: None (whole images) for 0 or None, an :class:`AutoTile` within ``max_memory_gb`` for
     "auto", else square tiles of ``tile`` pixels."""
     if tile in (None, 0):
