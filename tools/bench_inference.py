@@ -35,7 +35,7 @@ import numpy as np
 from mrfnet.evaluate.scoring import score_model
 from mrfnet.export.exporter import export_model, save_onnx
 from mrfnet.export.onnx_model import OnnxModel
-from mrfnet.export.quantize import calibration_patches, quantize_int8
+from mrfnet.export.quantize import calibration_patches, export_int8
 from mrfnet.infer.memory import lean_caffe
 from mrfnet.infer.model import Model, resolve_tile
 from mrfnet.infer.run_folder import resolve_model
@@ -61,14 +61,13 @@ def settings_of_this_build() -> list[str]:
 
 def engine_model(model: Model, setting: str, calibrate: Path | None) -> Model | OnnxModel:
     """What runs the images for ``setting``: the Caffe model itself, or its export (INT8 for "onnxruntime-int8")."""
-    if setting not in ENGINES[1:]:
-        return model
-    exported = export_model(model, for_int8=setting == "onnxruntime-int8")
+    if setting == "onnxruntime":
+        return OnnxModel(export_model(model))
     if setting == "onnxruntime-int8":
         if calibrate is None:
             raise SystemExit("onnxruntime-int8 needs --calibrate VAL_LMDB (no main-job data found)")
-        exported = quantize_int8(exported, calibration_patches(calibrate))
-    return OnnxModel(exported)
+        return OnnxModel(export_int8(model, calibration_patches(calibrate)))
+    return model
 
 
 def bench(variant: str, setting: str, height: int, width: int, repeats: int, max_memory_gb: float,
@@ -120,8 +119,7 @@ def engine_scores(model_path: Path, test_lmdb: Path, calibrate: Path | None, eng
             if calibrate is None:
                 continue
             model = Model(source.deploy, weights)
-            exported = quantize_int8(export_model(model, variant=source.variant, for_int8=True),
-                                     calibration_patches(calibrate))
+            exported = export_int8(model, calibration_patches(calibrate), variant=source.variant)
             path = save_onnx(exported, folder / "int8.onnx")
             report = score_model(path, path, test_lmdb=test_lmdb)
         else:

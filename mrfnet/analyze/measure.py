@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from mrfnet.export.exporter import caffe_params
 from mrfnet.export.onnx_graph import caffe_to_onnx
 from mrfnet.export.onnx_model import OnnxModel
 from mrfnet.infer.memory import memory_estimate
-from mrfnet.infer.tiling import predict
+from mrfnet.infer.tiling import caffe_forward, predict_with
 from mrfnet.infer.weights import read_prototxt
 from mrfnet.runtime.caffe_env import import_caffe
 from mrfnet.runtime.device import set_mode
@@ -89,17 +88,29 @@ def measure_in_child(prototxt: str, *, repeats: int, warmup: int, max_bytes: int
     shape = net.blobs["blur"].data.shape
     rng = np.random.default_rng(0)
     outputs = list(net.outputs)
+    exported = None
     if engine == "onnxruntime":
         if train:
             raise ValueError("ONNX Runtime runs inference only: training is timed in Caffe")
-        return _measure_onnx(net, prototxt, result, repeats=repeats, warmup=warmup, overlap=overlap,
-                             image_size=image_size, rss_before=rss_before)
+        exported = OnnxModel(caffe_to_onnx(read_prototxt(prototxt), caffe_params(net), outputs=outputs))
     if image_size is not None:
+        forward = exported.forward if exported is not None else caffe_forward(net)
         image = rng.integers(0, 256, (*image_size, 3), dtype=np.uint8)
+        tile = rng.random(shape[1:], dtype=np.float32)
         result["tile"] = size_label(shape[2], shape[3])
 
         def run() -> None:
-            predict(net, image, tile=(shape[2], shape[3]), overlap=overlap)
+            predict_with(forward, image, tile=(shape[2], shape[3]), overlap=overlap)
+
+        def warm_up() -> None:
+            forward(tile)
+    elif exported is not None:
+        feed = {"blur": rng.random(shape, dtype=np.float32)}
+
+        def run() -> None:
+            exported.session.run(None, feed)  # every output, read back as numpy arrays
+
+        warm_up = run
     else:
         net.blobs["blur"].data[...] = rng.random(shape, dtype=np.float32)
 
@@ -111,13 +122,8 @@ def measure_in_child(prototxt: str, *, repeats: int, warmup: int, max_bytes: int
                 net.backward()
             for name in outputs:
                 np.array(net.blobs[name].data)  # read the outputs back, as a caller would
-    warm_up = net.forward if image_size is not None else run
-    return _timed(run, warm_up, result, repeats=repeats, warmup=warmup, rss_before=rss_before)
 
-
-def _timed(run: Callable[[], Any], warm_up: Callable[[], Any], result: dict[str, Any], *, repeats: int, warmup: int,
-           rss_before: int) -> dict[str, Any]:
-    """``result`` with the seconds of ``repeats`` runs after ``warmup`` warm-ups, and the peak RSS."""
+        warm_up = run
     for _ in range(warmup):
         warm_up()
     times = []
@@ -129,26 +135,6 @@ def _timed(run: Callable[[], Any], warm_up: Callable[[], Any], result: dict[str,
     result["peak_rss"] = status_kb("VmHWM") * 1024
     result["rss_above_start"] = result["peak_rss"] - rss_before
     return result
-
-
-def _measure_onnx(net: Any, prototxt: str, result: dict[str, Any], *, repeats: int, warmup: int, overlap: int,
-                  image_size: tuple[int, int] | None, rss_before: int) -> dict[str, Any]:
-    """:func:`measure_in_child`'s timing of ``net`` exported to ONNX and run by ONNX Runtime."""
-    exported = OnnxModel(caffe_to_onnx(read_prototxt(prototxt), caffe_params(net), outputs=list(net.outputs)))
-    shape = net.blobs["blur"].data.shape
-    rng = np.random.default_rng(0)
-    if image_size is not None:
-        image = rng.integers(0, 256, (*image_size, 3), dtype=np.uint8)
-        result["tile"] = size_label(shape[2], shape[3])
-        tile = rng.random(shape[1:], dtype=np.float32)
-        return _timed(lambda: exported.predict(image, tile=(shape[2], shape[3]), overlap=overlap),
-                      lambda: exported.forward(tile), result, repeats=repeats, warmup=warmup, rss_before=rss_before)
-    feed = {"blur": rng.random(shape, dtype=np.float32)}
-
-    def run() -> None:
-        exported.session.run(None, feed)  # every output, read back as numpy arrays
-
-    return _timed(run, run, result, repeats=repeats, warmup=warmup, rss_before=rss_before)
 
 
 def caffe_cli() -> str | None:

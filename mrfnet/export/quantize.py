@@ -18,6 +18,8 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from data_prep.records import check_pairs, iter_pairs
+from mrfnet.export.exporter import export_model
+from mrfnet.infer.model import Model
 from mrfnet.infer.tiling import pad_to_stride
 from netgen import INPUT
 
@@ -73,3 +75,8 @@ def quantize_int8(model: onnx.ModelProto, patches: Sequence[np.ndarray], *, inpu
                         f"calibration patches" + (f", float nodes: {', '.join(keep_float)}" if keep_float else ""))
     onnx.helper.set_model_props(quantized, properties)
     return quantized
+
+
+def export_int8(model: Model, patches: Sequence[np.ndarray], *, variant: str | None = None) -> onnx.ModelProto:
+    """A loaded Caffe model exported for quantisation (phase-convolution deconvolutions) and quantised."""
+    return quantize_int8(export_model(model, variant=variant, for_int8=True), patches)
