@@ -236,17 +236,19 @@ def test_a_bad_launch_is_refused_before_any_run_folder(dataset, tmp_path, gpus, 
 
 
 NCCL_ID_SCRIPT = """
+import sys
+from pathlib import Path
 from mrfnet.train.ranks import Ranks
 ranks = Ranks()
 uid = bytes(range(128))  # NUL first, as a real ncclUniqueId has NULs in it
 got = ranks.bcast(uid if ranks.world.rank == 0 else None)
-print("RANK", ranks.world.rank, got == uid, len(got))
+# a file per rank: mpirun may interleave the ranks' stdout within a line
+Path(sys.argv[1], f"rank{ranks.world.rank}").write_text(f"RANK {ranks.world.rank} {got == uid} {len(got)}")
 ranks.close()
 """
 
 
 def test_rank_0s_128_byte_nccl_id_reaches_every_rank_whole(tmp_path):
-    done = _run(_mpirun(2, "-c", NCCL_ID_SCRIPT), timeout=120)
+    done = _run(_mpirun(2, "-c", NCCL_ID_SCRIPT, str(tmp_path)), timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(line for line in done.stdout.splitlines() if line.startswith("RANK")) == \
-        ["RANK 0 True 128", "RANK 1 True 128"]
+    assert sorted(path.read_text() for path in tmp_path.glob("rank*")) == ["RANK 0 True 128", "RANK 1 True 128"]
