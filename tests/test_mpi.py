@@ -137,7 +137,8 @@ seen = []
 for _ in range(2):  # one epoch: 8 records, 2 ranks x batch 2 x 2 iterations
     net.forward()
     seen += [int(round(float(image[0].mean()))) for image in net.blobs["data"].data]
-print(json.dumps({"rank": rank, "seen": seen}))
+with open(f"{sys.argv[2]}/rank{rank}.json", "w") as file:  # a file per rank: mpirun may interleave stdout
+    json.dump({"rank": rank, "seen": seen}, file)
 """
 
 
@@ -148,13 +149,12 @@ def test_each_rank_reads_its_own_records_and_together_the_epoch(caffe, tmp_path)
     prototxt = tmp_path / "data.prototxt"
     prototxt.write_text('layer { name: "data" type: "Data" top: "data" include { phase: TRAIN }\n'
                         f'  data_param {{ source: "{data}" batch_size: 2 backend: LMDB }} }}\n')
-    done = _run(_mpirun(2, "-c", SHARD_SCRIPT, str(prototxt)), timeout=120)
+    done = _run(_mpirun(2, "-c", SHARD_SCRIPT, str(prototxt), str(tmp_path)), timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     seen = {}
-    for line in done.stdout.splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            seen[record["rank"]] = record["seen"]
+    for path in tmp_path.glob("rank*.json"):
+        record = json.loads(path.read_text())
+        seen[record["rank"]] = record["seen"]
     assert set(seen) == {0, 1}
     assert not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == [10 * i for i in range(8)]
