@@ -47,11 +47,14 @@ def _net_prototxt() -> str:
     n.leaky = L.Input(shape=dict(dim=list(SHAPE)))
     n.leaky_relu = L.ReLU(n.leaky, negative_slope=SLOPE, in_place=True)  # as the variants run it: in place
     n.sum = L.Eltwise(n.data, n.relu, operation=P.Eltwise.SUM)
-    n.conv3 = L.Convolution(n.sum, num_output=6, kernel_size=3, pad=1, weight_filler=dict(type="gaussian", std=0.1),
+    # engine CAFFE: the im2col / col2im path these patches thread (the DNNL engine: tests/test_dnnl_engine.py)
+    n.conv3 = L.Convolution(n.sum, num_output=6, kernel_size=3, pad=1, engine=P.Convolution.CAFFE,
+                            weight_filler=dict(type="gaussian", std=0.1),
                             bias_filler=dict(type="constant", value=0.1))
-    n.conv5 = L.Convolution(n.data, num_output=4, kernel_size=5, stride=2, pad=2, group=2,
+    n.conv5 = L.Convolution(n.data, num_output=4, kernel_size=5, stride=2, pad=2, group=2, engine=P.Convolution.CAFFE,
                             weight_filler=dict(type="gaussian", std=0.1), bias_term=False)
     n.deconv = L.Deconvolution(n.conv5, convolution_param=dict(num_output=4, kernel_size=4, stride=2, pad=1,
+                                                               engine=P.Convolution.CAFFE,
                                                                bias_term=False,
                                                                weight_filler=dict(type="gaussian", std=0.1)))
     proto = n.to_proto()

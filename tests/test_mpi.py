@@ -110,7 +110,9 @@ def test_two_ranks_give_the_weights_of_one_process_with_the_whole_batch(caffe, d
     # After one iteration: the weights, the net over (a weight that starts at 0 moves first by lr * g / (|g| + eps),
     # and where g is a sum that nearly cancels, |g| near eps, the two summation orders of the batch differ most);
     # Adam's first moments, 0.1 x the averaged gradients, blob by blob (Adam's steps hide a gradient's scale;
-    # float32 sums in another order: 1.1e-6 at worst here). After the second iteration, both still together.
+    # float32 sums in another order: 1.1e-6 at worst on the CAFFE engine, 2.7e-5 on the default DNNL engine, whose
+    # backward-weights kernels block a batch of 4 otherwise than two of 2). After the second iteration, both
+    # still together.
     for iteration, tolerance in ((1, 1e-6), (2, 1e-5)):
         prefix = f"snapshots/lwrefinenet_iter_{iteration}"
         weights = _relative_error(_flat(one / f"{prefix}.caffemodel"), _flat(two / f"{prefix}.caffemodel"))
@@ -119,7 +121,7 @@ def test_two_ranks_give_the_weights_of_one_process_with_the_whole_batch(caffe, d
         _first_moments(two / "snapshots/lwrefinenet_iter_1.solverstate")
     assert len(expected) == len(got) and any(np.any(m) for m in expected)
     errors = [_relative_error(e, g) for e, g in zip(expected, got, strict=True)]
-    assert max(errors) <= 1e-5, f"first moments: relative error {max(errors):.2e} (blob {int(np.argmax(errors))})"
+    assert max(errors) <= 1e-4, f"first moments: relative error {max(errors):.2e} (blob {int(np.argmax(errors))})"
     assert sorted(os.listdir(two / "snapshots")) == sorted(os.listdir(one / "snapshots"))
 
 

@@ -43,7 +43,7 @@ readonly BASELINE_PATCHES=(0001-protobuf-one-argument-bytes-limit.patch 0002-num
 readonly BUILD_PACKAGES=(cmake g++ make patch xz-utils ca-certificates
   libboost-system-dev libboost-thread-dev libboost-filesystem-dev libboost-python-dev
   libgoogle-glog-dev libgflags-dev libprotobuf-dev protobuf-compiler
-  libhdf5-dev liblmdb-dev libopenblas-dev libopenblas-openmp-dev)
+  libhdf5-dev liblmdb-dev libopenblas-dev libopenblas-openmp-dev libdnnl-dev)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 patch_dir="$here/caffe-patches"
@@ -143,9 +143,11 @@ cmake_options() {
     # Debian's OpenMP build of OpenBLAS, so that the GEMMs and those layers share libgomp's threads
     # (with the pthread build, the two thread pools take each other's cores); the RPATH CMake
     # derives from this link path makes it the one loaded, whatever Debian's alternative says.
+    # USE_DNNL: the oneDNN engine of tools/caffe-patches/0008-dnnl-engine.patch, on Debian's
+    # libdnnl (built on libgomp too: one OpenMP runtime in the process).
     local multiarch
     multiarch=$(gcc -print-multiarch 2>/dev/null) || multiarch=unknown
-    printf '%s\n' -DCPU_ONLY=ON -DUSE_OPENMP=ON \
+    printf '%s\n' -DCPU_ONLY=ON -DUSE_OPENMP=ON -DUSE_DNNL=ON \
       "-DOpenBLAS_INCLUDE_DIR=/usr/include/$multiarch/openblas-openmp" \
       "-DOpenBLAS_LIB=/usr/lib/$multiarch/openblas-openmp/libopenblas.so"
   fi

@@ -15,11 +15,20 @@ from pathlib import Path
 from mrfnet.commands.argtypes import fraction, non_negative_int, positive_float, positive_int
 from mrfnet.infer.run_folder import PROGRESS, SNAPSHOT_DIR
 from mrfnet.runtime.caffe_env import CaffeError
-from mrfnet.train.driver import DEFAULT_DATA, TrainOptions, check_gpus, check_ranks, prepare_run, train
+from mrfnet.train.driver import (
+    DEFAULT_DATA,
+    TrainOptions,
+    check_gpus,
+    check_precision,
+    check_ranks,
+    prepare_run,
+    train,
+)
 from mrfnet.train.loss_schedule import LOSS_SCHEDULES
 from mrfnet.train.ranks import RankRefused, Ranks, launched_by_mpi
 from mrfnet.train.schedule import HALVE_EVERY_EPOCHS
 from mrfnet.train.snapshots import TrainingError
+from netgen.engine import PRECISIONS
 from netgen.variants import VARIANTS
 
 log = logging.getLogger(__name__)
@@ -55,12 +64,14 @@ def _run(args: argparse.Namespace, ranks: Ranks | None) -> int:
             keep_snapshots=args.keep_snapshots, loss=args.loss,
             loss_schedule=args.loss_schedule, gpus=args.gpus, seed=args.seed,
             weights=str(args.weights) if args.weights else None, edge=args.edge, edge_alpha_at=args.edge_alpha_at,
-            val_every=args.val_every, val_limit=args.val_limit, ranks=ranks.world.size if ranks else 1)
+            val_every=args.val_every, val_limit=args.val_limit, ranks=ranks.world.size if ranks else 1,
+            precision=args.precision)
 
         def create() -> Path:
             if ranks is not None:
                 check_ranks(options, ranks.worlds)
             check_gpus(options.gpus)  # before the run folder exists, so a refused run leaves nothing behind
+            check_precision(options.precision, options.gpus)
             return prepare_run(options, ["mrfnet", *sys.argv[1:]])
 
         run_dir = ranks.agree(create) if ranks else create()
@@ -121,6 +132,10 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gpus", type=_gpu_list, default=[],
                         help="GPU ids, e.g. 0,1,2,3 (default: CPU); under mpirun/srun the GPUs of each host, one "
                              "per rank there")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="the (de)convolutions' arithmetic: bf16 computes them in bfloat16 on oneDNN (float "
+                             "blobs, accumulation and master weights; about 2x faster where the CPU has native "
+                             "bfloat16, refused where it has not; CPU only) (default: fp32)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="Caffe's random_seed (crops, mirrors, fillers)")
     parser.add_argument("--weights", type=Path, help="fine-tune from this caffemodel (exclusive with --resume)")

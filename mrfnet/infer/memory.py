@@ -17,14 +17,15 @@ def pixels_for_budget(bytes_per_pixel: float, fixed_bytes: float, max_memory_gb:
 class MemoryEstimate:
     """Bytes Caffe allocates for a forward pass (float32 data; diffs are allocated lazily, not in forward).
 
-    Counted for the project's Caffe: one im2col workspace per thread (tools/caffe-patches/0004) and, in a
-    deploy net with ``share_test_blobs``, intermediate blobs sharing storage by lifetime (0005). A Caffe
-    without those patches is counted as BVLC Caffe allocates: a buffer per layer, a blob per top.
+    Counted for the project's Caffe: one workspace per thread (tools/caffe-patches/0004), which the DNNL
+    engine's layers (0008) use for their blocked copies of input and output and the CAFFE engine's for im2col,
+    and, in a deploy net with ``share_test_blobs``, intermediate blobs sharing storage by lifetime (0005). A
+    Caffe without those patches is counted as BVLC Caffe allocates: a buffer per layer, a blob per top.
     """
 
     activations: int  # top blobs' data, each storage once (Split tops view their bottom; shared slots once)
     parameters: int
-    col_buffers: int  # the im2col workspace: the largest non-1x1 (de)convolution's need (BVLC: the sum)
+    col_buffers: int  # the shared workspace: the largest (de)convolution's need (BVLC: the sum of im2col buffers)
     pool_masks: int  # MAX pooling stores its argmax per output
     split_activations: int = 0  # Split tops: no data of their own, but a diff each in backward
     batch: int = 1
@@ -48,6 +49,35 @@ class MemoryEstimate:
 def lean_caffe(net: Any) -> bool:
     """Whether ``net`` comes from the project's patched Caffe (shared im2col workspace, shareable blobs)."""
     return hasattr(net, "_blob_storage_slots")
+
+
+DNNL_BLOCK = 16  # oneDNN's AVX-512 layouts hold channels in blocks of 16 (nChw16c)
+
+
+def _dnnl_values(net: Any, name: str) -> int:
+    """Floats of a DNNL-engine layer's workspace in forward: its input and output in 16-channel blocks."""
+    bottom = net.blobs[net.bottom_names[name][0]].data.shape
+    top = net.blobs[net.top_names[name][0]].data.shape
+
+    def blocked(shape: tuple[int, ...]) -> int:
+        return shape[0] * math.ceil(shape[1] / DNNL_BLOCK) * DNNL_BLOCK * shape[2] * shape[3]
+
+    return blocked(bottom) + blocked(top)
+
+
+def _dnnl_engine() -> int | None:
+    """The DNNL engine's enum value when the Caffe this process imports has it (its DEFAULT on the CPU), else None."""
+    import caffe  # lazily, like every Caffe import of this package
+    from caffe.proto import caffe_pb2
+
+    if not getattr(caffe, "has_dnnl", lambda: False)():
+        return None
+    return caffe_pb2.ConvolutionParameter.Engine.Value("DNNL")
+
+
+def _runs_on_dnnl(layer: Any, dnnl: int | None) -> bool:
+    engine = layer.convolution_param.engine
+    return dnnl is not None and engine in (0, dnnl)  # 0: DEFAULT
 
 
 def _col_values(layer: Any, net: Any, name: str, weights: Any) -> int:
@@ -90,7 +120,9 @@ def memory_estimate(net: Any, proto: Any) -> MemoryEstimate:
         activations = unshared
     split_activations = sum(count for name, count in counts.items() if name in views)
     parameters = sum(blob.count for blobs in net.params.values() for blob in blobs) * 4
-    col_needs = [_col_values(layers[name], net, name, blobs[0]) for name, blobs in net.params.items()
+    dnnl = _dnnl_engine()
+    col_needs = [_dnnl_values(net, name) if _runs_on_dnnl(layers[name], dnnl)
+                 else _col_values(layers[name], net, name, blobs[0]) for name, blobs in net.params.items()
                  if name in layers and layers[name].type in ("Convolution", "Deconvolution")]
     col = (max(col_needs, default=0) if lean else sum(col_needs)) * 4
     masks = sum(net.blobs[net.top_names[name][0]].count for name, layer in layers.items()

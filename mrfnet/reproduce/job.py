@@ -57,6 +57,7 @@ class Budget:
     memory_side: int
     memory_run: bool  # also run each training memory case (peak RSS) where it fits, not only count it
     caffe_time: bool  # also run `caffe time` beside the Python timing
+    precision: str  # the training runs' (de)convolution arithmetic (netgen.engine.PRECISIONS)
     minutes: int  # what the whole job takes on the 2-core development machine, said when it starts
 
 
@@ -65,14 +66,15 @@ FULL = Budget(
     patch_size=96, copies=1, test_copies=8, max_motion=5, base_lr=5e-4, halvings=3, loss_schedule="uniform",
     headline_validations=6, ablation_validations=2, val_limit=None, timing_sizes=((256, 256), (720, 1280)),
     timing_repeats=1, memory_batches=tuple(PAPER_TABLE_III), memory_side=256, memory_run=True,
-    caffe_time=False, minutes=25)
+    caffe_time=False, precision="fp32", minutes=25)
 
 
 QUICK = Budget(
     headline_iterations=12, ablation_iterations=6, seeds=(0, 1), batch_size=2, crop_size=32, ablation_crop_size=32,
     patch_size=48, copies=1, test_copies=1, max_motion=5, base_lr=2e-4, halvings=3, loss_schedule="uniform",
     headline_validations=2, ablation_validations=2, val_limit=8, timing_sizes=((64, 64),), timing_repeats=1,
-    memory_batches=tuple(PAPER_TABLE_III), memory_side=64, memory_run=True, caffe_time=False, minutes=5)
+    memory_batches=tuple(PAPER_TABLE_III), memory_side=64, memory_run=True, caffe_time=False, precision="fp32",
+    minutes=5)
 
 
 MONTAGE_IMAGES = 2  # test images in the headline's montage: whole photographs as PNG are large; the report is committed
@@ -168,7 +170,8 @@ def train_run(work_dir: Path, name: str, spec: RunSpec, budget: Budget, records:
                            iterations=spec.iterations, base_lr=budget.base_lr,
                            halve_every_epochs=epochs / (budget.halvings + 1),
                            snapshot_every=spec.iterations, loss_schedule=spec.loss_schedule, seed=spec.seed,
-                           val_every=max(1, spec.iterations // spec.validations), val_limit=budget.val_limit)
+                           val_every=max(1, spec.iterations // spec.validations), val_limit=budget.val_limit,
+                           precision=budget.precision)
     if run_dir.exists() and _stored_options(run_dir) != asdict(options):
         log.info("%s: the run folder holds a run of another plan: training it again", name)
         shutil.rmtree(run_dir)

@@ -64,6 +64,10 @@ def probe_caffe() -> dict[str, Any]:
         "python_layer": "Python" in caffe.layer_type_list(),
         "layers": len(caffe.layer_type_list()),
         "nccl": bool(caffe.has_nccl()),
+        # the DNNL engine (tools/caffe-patches/0008); a Caffe without the patch has none of these
+        "dnnl": bool(getattr(caffe, "has_dnnl", lambda: False)()),
+        "dnnl_version": getattr(caffe, "dnnl_version", lambda: "")(),
+        "dnnl_native_bf16": bool(getattr(caffe, "dnnl_native_bf16", lambda: False)()),
     }
 
 
@@ -138,6 +142,14 @@ def collect() -> dict[str, Any]:
     return report
 
 
+def _describe_dnnl(caffe: dict[str, Any]) -> str:
+    if not caffe.get("dnnl"):
+        return "no (convolutions run Caffe's im2col + BLAS code)"
+    bf16 = "native bfloat16: yes (--precision bf16 works)" if caffe["dnnl_native_bf16"] else \
+        "native bfloat16: no (--precision bf16 is refused)"
+    return f"yes, oneDNN {caffe['dnnl_version']}, the default in CPU mode; {bf16}"
+
+
 def format_report(report: dict[str, Any]) -> str:
     caffe = report["caffe"]
     lines = [f"python executable: {report['executable']}"]
@@ -159,6 +171,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"LMDB data layer: {'yes' if report['lmdb']['ok'] else 'NO'} ({report['lmdb']['detail']})",
             f"GPU: {'yes' if report['gpu']['ok'] else 'no'} ({report['gpu']['detail']})",
             f"NCCL: {'yes' if caffe['nccl'] else 'no'}",
+            f"DNNL engine: {_describe_dnnl(caffe)}",
         ]
     lines.append("libraries: " + ", ".join(f"{k} {v}" for k, v in report["libraries"].items()))
     return "\n".join(lines)

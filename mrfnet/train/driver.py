@@ -42,6 +42,7 @@ from mrfnet.train.snapshots import SnapshotKeeper, TrainingError, learned_net, r
 from mrfnet.train.validation import check_val_every, write_json_atomic
 from mrfnet.train.worker import SolveJob, solve
 from netgen import EdgeOptions, build_deploy, build_train_val
+from netgen.engine import PRECISIONS, set_convolution_engine
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class TrainOptions:
     val_limit: int | None = None
     keep_snapshots: int | None = None  # the newest good pairs kept; None: all
     ranks: int = 1  # MPI ranks the run was made for (mpirun -np N); each has batch_size / ranks
+    precision: str = "fp32"  # the (de)convolutions' arithmetic (netgen.engine); bf16 on the DNNL engine only
 
     @property
     def solvers(self) -> int:
@@ -115,6 +117,23 @@ def check_gpus(gpus: list[int]) -> None:
                          "Train on the CPU by leaving out --gpus.") from exc
     if len(gpus) > 1 and not run_isolated(probe_caffe, timeout=120)["nccl"]:
         raise ValueError("several GPUs need a Caffe built with NCCL (USE_NCCL=ON)")
+
+
+def check_precision(precision: str, gpus: list[int]) -> None:
+    """Refuse a precision this Caffe and CPU cannot run, before any run folder exists."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return
+    if gpus:
+        raise ValueError(f"--precision {precision} runs on the CPU only (oneDNN's kernels): leave out --gpus")
+    caffe = run_isolated(probe_caffe, timeout=120)
+    if not caffe["dnnl"]:
+        raise ValueError(f"--precision {precision} needs the DNNL engine, which this Caffe was built without "
+                         "(bash tools/install_caffe.sh builds it)")
+    if not caffe["dnnl_native_bf16"]:
+        raise ValueError(f"--precision {precision} needs a CPU with native bfloat16 (AVX512_BF16 or AMX); this "
+                         "one has none, and emulating it would be slower than fp32: train with --precision fp32")
 
 
 def check_ranks(options: TrainOptions, worlds: list[World]) -> None:
@@ -173,10 +192,12 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
         stored = TrainOptions(**{**asdict(options), "data": str(data.resolve())})  # --data on resume overrides it
         (partial / OPTIONS).write_text(json.dumps(asdict(stored), indent=2) + "\n")
         (partial / "command.txt").write_text(shlex.join(argv) + "\n")
-        net = build_train_val(options.variant, train_source=str(train_lmdb.resolve()),
-                              val_source=str(val_lmdb.resolve()), batch_size=schedule.batch_per_gpu,
-                              crop_size=options.crop_size, loss=options.loss,
-                              edge=EdgeOptions() if options.edge else None)
+        net = set_convolution_engine(
+            build_train_val(options.variant, train_source=str(train_lmdb.resolve()),
+                            val_source=str(val_lmdb.resolve()), batch_size=schedule.batch_per_gpu,
+                            crop_size=options.crop_size, loss=options.loss,
+                            edge=EdgeOptions() if options.edge else None),
+            precision=options.precision)
         (partial / TRAIN_VAL).write_text(str(net))
         (partial / DEPLOY).write_text(
             str(build_deploy(options.variant, height=options.crop_size, width=options.crop_size)))
@@ -251,6 +272,7 @@ def _plan(run_dir: Path, resume: bool, data: Path | None, worlds: list[World] | 
     if worlds:
         check_ranks(options, worlds)
     check_gpus(options.gpus)
+    check_precision(options.precision, options.gpus)
     caffe = import_caffe()
     if not (run_dir / SOLVER).is_file():
         raise FileNotFoundError(f"{run_dir} was not fully created (no solver.prototxt): remove it and start the run "

@@ -1,0 +1,49 @@
+"""Which engine and arithmetic a generated net's (de)convolutions ask Caffe for.
+
+The project's Caffe (tools/caffe-patches/0008) runs Convolution and Deconvolution on oneDNN's
+kernels (engine DNNL, its DEFAULT in CPU mode) or on BVLC's im2col + BLAS code (engine CAFFE), and
+the DNNL engine can compute in bfloat16 (``precision: BF16``: float blobs, float accumulation,
+float master weights). A net generated with the defaults names neither, so its text is BVLC's and
+loads in any Caffe.
+"""
+
+from __future__ import annotations
+
+from caffe.proto import caffe_pb2
+
+ENGINES = ("default", "caffe", "dnnl")
+PRECISIONS = ("fp32", "bf16")
+CONVOLUTION_TYPES = ("Convolution", "Deconvolution")
+
+
+def _enum_value(enum: str, name: str) -> int:
+    try:
+        return caffe_pb2.ConvolutionParameter.DESCRIPTOR.enum_types_by_name[enum].values_by_name[name].number
+    except KeyError:
+        raise ValueError(f"this Caffe's ConvolutionParameter has no {enum} {name}: it was not built with the "
+                         "project's DNNL engine (bash tools/install_caffe.sh builds it)") from None
+
+
+def set_convolution_engine(net: caffe_pb2.NetParameter, *, engine: str = "default",
+                           precision: str = "fp32") -> caffe_pb2.NetParameter:
+    """Set ``engine`` and ``precision`` on every Convolution and Deconvolution layer of ``net`` (in place).
+
+    "default" and "fp32" leave the fields unset (Caffe's defaults: DNNL where built, float).
+    bf16 needs the DNNL engine: with engine "caffe" it is refused here rather than by a Caffe abort.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown convolution engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and engine == "caffe":
+        raise ValueError("precision bf16 runs on the DNNL engine only, not on engine caffe")
+    engine_value = None if engine == "default" else _enum_value("Engine", engine.upper())
+    precision_value = None if precision == "fp32" else _enum_value("Precision", precision.upper())
+    for layer in net.layer:
+        if layer.type not in CONVOLUTION_TYPES:
+            continue
+        if engine_value is not None:
+            layer.convolution_param.engine = engine_value
+        if precision_value is not None:
+            layer.convolution_param.precision = precision_value
+    return net
