@@ -21,6 +21,8 @@ from mrfnet.infer.run_folder import BEST_RECORD, DEPLOY, OPTIONS, PROGRESS, SNAP
 from mrfnet.reproduce.claims import HEADLINE, ablation_run, read_curve
 from mrfnet.reproduce.paper import PAPER_TABLE_III
 from mrfnet.reproduce.report import CURVES, REPORT, RESULTS, VARIANT_ORDER, summary_lines, write_report
+from mrfnet.runtime.caffe_env import run_isolated
+from mrfnet.runtime.doctor import probe_caffe
 from mrfnet.runtime.machine import cpu_model
 from mrfnet.train.driver import TrainOptions, prepare_run, train
 from netgen.sizes import size_label
@@ -62,9 +64,9 @@ class Budget:
 
 
 FULL = Budget(
-    headline_iterations=2000, ablation_iterations=120, seeds=(0, 1), batch_size=4, crop_size=64, ablation_crop_size=48,
+    headline_iterations=4000, ablation_iterations=300, seeds=(0, 1), batch_size=4, crop_size=64, ablation_crop_size=48,
     patch_size=96, copies=1, test_copies=8, max_motion=5, base_lr=5e-4, halvings=3, loss_schedule="uniform",
-    headline_validations=6, ablation_validations=2, val_limit=None, timing_sizes=((256, 256), (720, 1280)),
+    headline_validations=8, ablation_validations=2, val_limit=None, timing_sizes=((256, 256), (720, 1280)),
     timing_repeats=1, memory_batches=tuple(PAPER_TABLE_III), memory_side=256, memory_run=True,
     caffe_time=False, precision="fp32", minutes=25)
 
@@ -109,6 +111,14 @@ def machine() -> str:
     """CPU model and core count, as the report states them."""
 
     return f"{cpu_model()}, {os.cpu_count()} cores, CPU-only Caffe"
+
+
+def convolution_engine() -> str:
+    """Which engine ran the (de)convolutions, as the report states it."""
+    caffe = run_isolated(probe_caffe, timeout=120)
+    if caffe["dnnl"]:
+        return f"Caffe's DNNL engine (oneDNN {caffe['dnnl_version']})"
+    return "Caffe's own im2col + BLAS engine"
 
 
 def prepare_data(work_dir: Path, budget: Budget) -> dict[str, Any]:
@@ -265,6 +275,7 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
     seconds["total"] = round(time.monotonic() - began, 1)
     results = {
         "name": name, "command": command, "date": datetime.date.today().isoformat(), "machine": machine(),
+        "engine": convolution_engine(),
         "settings": asdict(budget), "data": {split: info["records"] for split, info in data["splits"].items()},
         "photographs": photographs(), "table1": sizes, "runs": runs, "val_blurry": val_blurry, "test": test,
         "timing": timing, "timing_note": timing_note, "memory": memory, "memory_rss": timed.memory_rss,

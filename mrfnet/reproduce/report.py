@@ -114,7 +114,8 @@ def _intro(results: dict[str, Any]) -> list[str]:
     splits = "; ".join(f"{split}: {', '.join(names)}" for split, names in photos.items())
     return [f"# MRFNet reproduction report: {results['name']}", "",
             f"Made by `{results['command']}` on {results['date']}, {results['machine']}; "
-            f"{results['seconds']['total']:.0f} s in all.", "",
+            f"{results['seconds']['total']:.0f} s in all. Convolutions ran on "
+            f"{results.get('engine', 'Caffe (engine not recorded)')} in {settings.get('precision', 'fp32')}.", "",
             f"**Small-budget CPU results.** The headline MRFNet trained {settings['headline_iterations']} "
             f"iterations (batch {settings['batch_size']}, {settings['crop_size']}x{settings['crop_size']} crops, "
             f"Adam, base lr {settings['base_lr']:g} halved {settings['halvings']} times, scale refinement loss, "
