@@ -29,12 +29,13 @@ import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mrfnet.runtime.caffe_env import caffe_prefix, import_caffe, run_script_with_build
+from mrfnet.runtime.caffe_env import caffe_prefix, dnnl_facts, import_caffe, run_script_with_build
 from mrfnet.runtime.machine import describe_machine, machine_info
 from netgen.sizes import parse_sizes, size_label
 
@@ -81,13 +82,17 @@ def _random_lmdb(path: Path, side: int) -> None:
 
 def settings_of(caffe: Any) -> list[tuple[str, str]]:
     """(engine, precision) pairs the Caffe this process imports can run."""
-    if not getattr(caffe, "has_dnnl", lambda: False)():
+    dnnl = dnnl_facts(caffe)
+    if not dnnl["dnnl"]:
         return [("caffe", "fp32")]
-    native_bf16 = [("dnnl", "bf16")] if caffe.dnnl_native_bf16() else []
+    native_bf16 = [("dnnl", "bf16")] if dnnl["dnnl_native_bf16"] else []
     return [("dnnl", "fp32"), *native_bf16, ("caffe", "fp32")]
 
 
-def _training_step(caffe: Any, folder: Path, crop: int, iterations: int, engine: str, precision: str) -> list[float]:
+def training_step(caffe: Any, folder: Path, crop: int, iterations: int, engine: str, precision: str,
+                  before_timing: Callable[[], None] | None = None) -> list[float]:
+    """Seconds of each of ``iterations`` MRFNet training steps (batch 4, ``crop``) after the warm-up steps, on a
+    random LMDB made in ``folder``; ``before_timing`` runs between the two (tools/bench_dnnl_profile.py marks it)."""
     from mrfnet.train.schedule import Schedule, solver_parameter
     from netgen import build_train_val
     from netgen.engine import set_convolution_engine
@@ -104,12 +109,14 @@ def _training_step(caffe: Any, folder: Path, crop: int, iterations: int, engine:
     param.snapshot = 0
     (folder / "solver.prototxt").write_text(str(param))
     solver = caffe.get_solver(str(folder / "solver.prototxt"))
+    solver.step(WARMUP_STEPS)
+    if before_timing is not None:
+        before_timing()
     steps = []
-    for step in range(iterations + WARMUP_STEPS):
+    for _ in range(iterations):
         start = time.perf_counter()
         solver.step(1)
-        if step >= WARMUP_STEPS:
-            steps.append(time.perf_counter() - start)
+        steps.append(time.perf_counter() - start)
     return steps
 
 
@@ -143,7 +150,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         folder = Path(tmp)
         forward = {size_label(h, w): _forward(caffe, folder, h, w, args.repeats, args.engine, args.precision)
                    for h, w in parse_sizes(args.sizes)}
-        steps = {crop: _training_step(caffe, folder, crop, args.large_iterations if crop > LARGE_CROP
+        steps = {crop: training_step(caffe, folder, crop, args.large_iterations if crop > LARGE_CROP
                                       else args.iterations, args.engine, args.precision)
                  for crop in _crops(args.crops)}
     return {"prefix": str(caffe_prefix(caffe)), "forward": forward, "steps": steps}

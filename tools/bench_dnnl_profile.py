@@ -22,47 +22,25 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_BATCH = 4
-WARMUP_STEPS = 2
+TRAIN_BATCH = 4  # bench_caffe's
 MARK = "bench_dnnl_profile: timed steps begin"
 
 
 def child(crop: int, precision: str, iterations: int) -> None:
     """Train in this process (oneDNN verbose on); print MARK, the timed steps' oneDNN lines, then the times."""
-    sys.path.insert(0, str(REPO))
-    from bench_caffe import RECORDS, _random_lmdb
+    from bench_caffe import training_step  # beside this file: the one training-step benchmark
 
     from mrfnet.runtime.caffe_env import import_caffe
-    from mrfnet.train.schedule import Schedule, solver_parameter
-    from netgen import build_train_val
-    from netgen.engine import set_convolution_engine
 
     caffe = import_caffe()
     caffe.set_mode_cpu()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        _random_lmdb(folder / "lmdb", crop + crop // 2)
-        (folder / "net.prototxt").write_text(str(set_convolution_engine(build_train_val(
-            "mrfnet", train_source=str(folder / "lmdb"), val_source=str(folder / "lmdb"), batch_size=TRAIN_BATCH,
-            crop_size=crop), engine="dnnl", precision=precision)))
-        param = solver_parameter(Schedule(records=RECORDS, batch_size=TRAIN_BATCH, epochs=1000),
-                                 net=str(folder / "net.prototxt"), snapshot_prefix=str(folder / "s"), base_lr=5e-4)
-        param.snapshot = 0
-        (folder / "solver.prototxt").write_text(str(param))
-        solver = caffe.get_solver(str(folder / "solver.prototxt"))
-        solver.step(WARMUP_STEPS)
-        sys.stdout.flush()
-        print(MARK, flush=True)
-        steps = []
-        for _ in range(iterations):
-            start = time.perf_counter()
-            solver.step(1)
-            steps.append(time.perf_counter() - start)
+        steps = training_step(caffe, Path(tmp), crop, iterations, "dnnl", precision,
+                              before_timing=lambda: print(MARK, flush=True))
         sys.stdout.flush()
     print(json.dumps(steps), flush=True)
 
@@ -79,7 +57,7 @@ def classify(fields: list[str]) -> str:
 
 def _timed_lines(crop: int, precision: str, iterations: int, verbose: bool) -> list[str]:
     """A child's stdout lines from the timed steps on (the last: the steps' seconds)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     for name in ("DNNL_VERBOSE", "ONEDNN_VERBOSE"):
         env[name] = "1" if verbose else "0"
     done = subprocess.run([sys.executable, __file__, "--child", "--crops", str(crop), "--precision", precision,

@@ -1,7 +1,7 @@
 """This project's Caffe against PyTorch and ONNX Runtime on one MRFNet, CPU: a training step and inference.
 
-    python3 -m venv /tmp/peers && /tmp/peers/bin/pip install torch==2.13.0 onnx2torch onnx numpy
-    .venv/bin/python tools/bench_peers.py --torch-python /tmp/peers/bin/python [--steps 10] [--repeats 3,2]
+    python3 -m venv .venv-peers && .venv-peers/bin/pip install torch==2.13.0 onnx2torch onnx numpy
+    .venv/bin/python tools/bench_peers.py --torch-python .venv-peers/bin/python [--steps 10] [--repeats 3,2]
         [--train-batch 4] [--train-size 64x64] [--sizes 256x256,1280x720]
 
 PyTorch is no dependency of the project: it runs from --torch-python, the interpreter of a virtual
@@ -96,7 +96,7 @@ def prepare(folder: Path, train: tuple[int, int, int], sizes: list[tuple[int, in
     what the Caffe build offers."""
     from mrfnet.export.exporter import export_model, save_onnx
     from mrfnet.infer.model import Model
-    from mrfnet.runtime.caffe_env import build_info, caffe_prefix, import_caffe
+    from mrfnet.runtime.caffe_env import build_info, caffe_prefix, dnnl_facts, import_caffe
     from netgen import INPUT, PREDICTION, build_deploy
     from netgen.sizes import size_label
 
@@ -121,10 +121,7 @@ def prepare(folder: Path, train: tuple[int, int, int], sizes: list[tuple[int, in
         np.save(folder / f"{name}.npy", rng.random(shape, dtype=np.float32))
     (folder / MANIFEST).write_text(json.dumps({"input": INPUT, "prediction": PREDICTION,
                                                "onnx_outputs": [output.name for output in exported.graph.output]}))
-    has_dnnl = bool(getattr(caffe, "has_dnnl", lambda: False)())
-    return {"build": build_info(caffe).get("key", str(caffe_prefix(caffe))), "dnnl": has_dnnl,
-            "dnnl_version": str(caffe.dnnl_version()) if has_dnnl else "", "native_bf16": has_dnnl
-            and bool(caffe.dnnl_native_bf16())}
+    return {"build": build_info(caffe).get("key", str(caffe_prefix(caffe))), **dnnl_facts(caffe)}
 
 
 def caffe_child(engine: str, work: str, folder: Path, count: int) -> dict[str, Any]:
@@ -264,7 +261,7 @@ def unavailable(facts: dict[str, Any], torch_python: Path | None) -> dict[str, s
     reasons = {}
     if not facts["dnnl"]:
         reasons.update(dict.fromkeys(("caffe-dnnl-fp32", "caffe-dnnl-bf16"), "n/a (no DNNL engine in this Caffe)"))
-    elif not facts["native_bf16"]:
+    elif not facts["dnnl_native_bf16"]:
         reasons["caffe-dnnl-bf16"] = "n/a (no native bf16)"
     if torch_python is None:
         reasons.update({engine: "n/a (no --torch-python)" for engine in ENGINES if engine.startswith("torch")})
@@ -324,7 +321,7 @@ def main() -> None:
         reasons = unavailable(facts, args.torch_python)
         engines = [engine for engine in ENGINES if engine not in reasons]
         print(f"Caffe build {facts['build']}: "
-              + (f"oneDNN {facts['dnnl_version']}, native bf16 {'yes' if facts['native_bf16'] else 'no'}"
+              + (f"oneDNN {facts['dnnl_version']}, native bf16 {'yes' if facts['dnnl_native_bf16'] else 'no'}"
                  if facts["dnnl"] else "no DNNL engine"))
         print(f"{VARIANT} deploy net, every parameter N(0, {WEIGHT_STD}) (seed {args.seed}), ONNX opset {OPSET}; "
               f"{THREADS} threads everywhere")

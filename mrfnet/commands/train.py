@@ -134,8 +134,9 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
                              "per rank there")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="the (de)convolutions' arithmetic: bf16 computes them in bfloat16 on oneDNN (float "
-                             "blobs, accumulation and master weights; about 2x faster where the CPU has native "
-                             "bfloat16, refused where it has not; CPU only) (default: fp32)")
+                             "blobs, accumulation and master weights; 1.1-1.3x faster per training step on the AMX "
+                             "CPU measured, see the README's 'Speed'; refused where the CPU has no native bfloat16; "
+                             "CPU only) (default: fp32)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="Caffe's random_seed (crops, mirrors, fillers)")
     parser.add_argument("--weights", type=Path, help="fine-tune from this caffemodel (exclusive with --resume)")

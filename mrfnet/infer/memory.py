@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from mrfnet.runtime.caffe_env import dnnl_facts, import_caffe
 from netgen import PREDICTION
 
 
@@ -65,19 +66,14 @@ def _dnnl_values(net: Any, name: str) -> int:
     return blocked(bottom) + blocked(top)
 
 
-def _dnnl_engine() -> int | None:
-    """The DNNL engine's enum value when the Caffe this process imports has it (its DEFAULT on the CPU), else None."""
-    import caffe  # lazily, like every Caffe import of this package
-    from caffe.proto import caffe_pb2
+def _dnnl_engines() -> tuple[int, ...]:
+    """The engine values that run on DNNL in the Caffe this process imports (DEFAULT and DNNL), or none."""
+    from caffe.proto import caffe_pb2  # lazily, like every Caffe import of this package
 
-    if not getattr(caffe, "has_dnnl", lambda: False)():
-        return None
-    return caffe_pb2.ConvolutionParameter.Engine.Value("DNNL")
-
-
-def _runs_on_dnnl(layer: Any, dnnl: int | None) -> bool:
-    engine = layer.convolution_param.engine
-    return dnnl is not None and engine in (0, dnnl)  # 0: DEFAULT
+    if not dnnl_facts(import_caffe())["dnnl"]:
+        return ()
+    engines = caffe_pb2.ConvolutionParameter.Engine
+    return engines.Value("DEFAULT"), engines.Value("DNNL")
 
 
 def _col_values(layer: Any, net: Any, name: str, weights: Any) -> int:
@@ -120,8 +116,8 @@ def memory_estimate(net: Any, proto: Any) -> MemoryEstimate:
         activations = unshared
     split_activations = sum(count for name, count in counts.items() if name in views)
     parameters = sum(blob.count for blobs in net.params.values() for blob in blobs) * 4
-    dnnl = _dnnl_engine()
-    col_needs = [_dnnl_values(net, name) if _runs_on_dnnl(layers[name], dnnl)
+    dnnl = _dnnl_engines()
+    col_needs = [_dnnl_values(net, name) if layers[name].convolution_param.engine in dnnl
                  else _col_values(layers[name], net, name, blobs[0]) for name, blobs in net.params.items()
                  if name in layers and layers[name].type in ("Convolution", "Deconvolution")]
     col = (max(col_needs, default=0) if lean else sum(col_needs)) * 4

@@ -49,6 +49,16 @@ def import_caffe() -> ModuleType:
     return caffe
 
 
+def dnnl_facts(caffe: ModuleType) -> dict[str, Any]:
+    """What the DNNL engine of this pycaffe offers (tools/caffe-patches/0008); a Caffe without the patch has none.
+
+    ``dnnl``: built with it; ``dnnl_version``: oneDNN's; ``dnnl_native_bf16``: the CPU runs bfloat16 natively.
+    """
+    if not getattr(caffe, "has_dnnl", lambda: False)():
+        return {"dnnl": False, "dnnl_version": "", "dnnl_native_bf16": False}
+    return {"dnnl": True, "dnnl_version": caffe.dnnl_version(), "dnnl_native_bf16": bool(caffe.dnnl_native_bf16())}
+
+
 def caffe_prefix(caffe: ModuleType) -> Path:
     """The install prefix of a Caffe built by tools/install_caffe.sh (prefix/lib/python3/dist-packages/caffe)."""
     return Path(caffe.__file__).resolve().parents[4]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mrfnet.runtime.caffe_env import CaffeError, build_info, caffe_prefix, import_caffe, run_isolated
+from mrfnet.runtime.caffe_env import CaffeError, build_info, caffe_prefix, dnnl_facts, import_caffe, run_isolated
 from mrfnet.runtime.device import probe_gpu
 
 LIBRARIES = ("numpy", "google.protobuf", "skimage", "cv2", "lmdb", "scipy", "onnx", "onnxruntime")
@@ -64,10 +64,7 @@ def probe_caffe() -> dict[str, Any]:
         "python_layer": "Python" in caffe.layer_type_list(),
         "layers": len(caffe.layer_type_list()),
         "nccl": bool(caffe.has_nccl()),
-        # the DNNL engine (tools/caffe-patches/0008); a Caffe without the patch has none of these
-        "dnnl": bool(getattr(caffe, "has_dnnl", lambda: False)()),
-        "dnnl_version": getattr(caffe, "dnnl_version", lambda: "")(),
-        "dnnl_native_bf16": bool(getattr(caffe, "dnnl_native_bf16", lambda: False)()),
+        **dnnl_facts(caffe),
     }
 
 
