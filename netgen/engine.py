@@ -4,7 +4,9 @@ The project's Caffe (tools/caffe-patches/0008) runs Convolution and Deconvolutio
 kernels (engine DNNL, its DEFAULT in CPU mode) or on BVLC's im2col + BLAS code (engine CAFFE), and
 the DNNL engine can compute in bfloat16 (``precision: BF16``: float blobs, float accumulation,
 float master weights). A net generated with the defaults names neither, so its text is BVLC's and
-loads in any Caffe.
+loads in any Caffe. ReLU, MAX pooling, Eltwise and Split need no setting: in that Caffe they run on
+oneDNN exactly when their input comes from a DNNL layer (tools/caffe-patches/0009), so engine "caffe"
+gives BVLC's computation throughout.
 """
 
 from __future__ import annotations

@@ -2,15 +2,17 @@
 
     .venv/bin/python tools/bench_dnnl_profile.py [--crops 64,256] [--precision fp32|bf16] [--iterations 5]
 
-The DNNL engine (tools/caffe-patches/0008) keeps Caffe's blobs in NCHW and reorders each layer's input,
-output and gradients into the blocked layouts oneDNN's AVX-512 kernels want. Whether that costs enough
-to keep activations blocked across layers (as Intel's Caffe fork did) is decided from this profile: a
-child process trains MRFNet (batch 4, the scale refinement loss, Adam) with oneDNN's verbose mode on,
-which times every primitive oneDNN runs; the step's wall time is split into convolution and
-deconvolution kernels, reorders of activations and their gradients, reorders of weights (including the
-accumulation into Caffe's weight diffs), and everything else (Caffe's pooling, element-wise layers,
-losses, data layer and solver). Verbose mode's printing slows the step down, so the step time comes
-from a second child without it, and "rest" is that time less oneDNN's own. A benchmark, not a test.
+The DNNL engine runs (de)convolutions on oneDNN (tools/caffe-patches/0008) and keeps activations and
+gradients in oneDNN's blocked layouts between them, with ReLU, MAX pooling, Eltwise SUM and Split's
+gradient sum on oneDNN too (0009); reorders remain where a layer reads Caffe's plain layout, where a
+primitive wants another layout (bfloat16 on AMX) and for the weights. This profile is what decided
+that and shows what is left: a child process trains MRFNet (batch 4, the scale refinement loss, Adam)
+with oneDNN's verbose mode on, which times every primitive oneDNN runs; the step's wall time is split
+into convolution and deconvolution kernels, oneDNN's other layers, reorders of activations and their
+gradients, reorders of weights (including the accumulation into Caffe's weight diffs), and everything
+else (Caffe's own layers, losses, data layer and solver). Verbose mode's printing slows the step down,
+so the step time comes from a second child without it, and "rest" is that time less oneDNN's own.
+A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -46,10 +48,12 @@ def child(crop: int, precision: str, iterations: int) -> None:
 
 
 def classify(fields: list[str]) -> str:
-    """A verbose exec line's share: 'kernels', 'activation reorders' or 'weight reorders'."""
+    """A verbose exec line's share: 'convolutions', 'other layers', 'activation reorders' or 'weight reorders'."""
     primitive, problem = fields[3], fields[-2]
+    if primitive in ("convolution", "deconvolution"):
+        return "convolutions"
     if primitive != "reorder":
-        return "kernels"
+        return "other layers"  # ReLU (eltwise), pooling, sums
     dims = [int(d) for d in problem.split("x") if d.isdigit()]
     batch_first = len(dims) == 4 and dims[0] == TRAIN_BATCH and dims[2] * dims[3] > 25
     return "activation reorders" if batch_first else "weight reorders"
@@ -92,7 +96,7 @@ def main() -> None:
     if args.child:
         child(crops[0], args.precision, args.iterations)
         return
-    columns = ("kernels", "activation reorders", "weight reorders", "rest")
+    columns = ("convolutions", "other layers", "activation reorders", "weight reorders", "rest")
     print(f"MRFNet training step on the DNNL engine, {args.precision}, batch {TRAIN_BATCH} (median of "
           f"{args.iterations}); seconds per step and share of the step")
     print("| crop | step s | " + " | ".join(columns) + " |")

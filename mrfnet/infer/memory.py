@@ -19,7 +19,9 @@ class MemoryEstimate:
     """Bytes Caffe allocates for a forward pass (float32 data; diffs are allocated lazily, not in forward).
 
     Counted for the project's Caffe: one workspace per thread (tools/caffe-patches/0004), which the DNNL
-    engine's layers (0008) use for their blocked copies of input and output and the CAFFE engine's for im2col,
+    engine's layers (0008, 0009) use to stage an input that arrives in another layout (their outputs stay
+    blocked in the blobs, beside a plain copy where a plain-reading layer shares the blob's storage) and the
+    CAFFE engine's for im2col,
     and, in a deploy net with ``share_test_blobs``, intermediate blobs sharing storage by lifetime (0005). A
     Caffe without those patches is counted as BVLC Caffe allocates: a buffer per layer, a blob per top.
     """
@@ -56,7 +58,8 @@ DNNL_BLOCK = 16  # oneDNN's AVX-512 layouts hold channels in blocks of 16 (nChw1
 
 
 def _dnnl_values(net: Any, name: str) -> int:
-    """Floats of a DNNL-engine layer's workspace in forward: its input and output in 16-channel blocks."""
+    """Floats of a DNNL-engine layer's forward beyond the blobs' own: its input and output in 16-channel blocks
+    (the input's staging copy; the output's blocked copy where the blob's storage also holds a plain one)."""
     bottom = net.blobs[net.bottom_names[name][0]].data.shape
     top = net.blobs[net.top_names[name][0]].data.shape
 

@@ -1,0 +1,151 @@
+"""Activations and gradients kept in oneDNN's layouts between DNNL layers (tools/caffe-patches/0009).
+
+A DNNL (de)convolution leaves its output in oneDNN's blocked layout, inside the blob; ReLU, MAX
+pooling, Eltwise SUM and Split's gradient sum run on oneDNN in that layout when their input has it,
+and Caffe's plain copy is made only when something else (a Crop, Concat, loss or Python) reads the
+blob. One small net holds every such boundary; it runs with DNNL convolutions and with CAFFE-engine
+layers throughout, on the same weights, and the two must agree on every output, input gradient and
+parameter gradient; oneDNN's verbose log shows which layers really ran on oneDNN; data that Python
+writes into a blob after a forward replaces the blocked copy.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TOLERANCE = 1e-4  # of the blob's largest magnitude, as in tests/test_dnnl_engine.py
+REPO = Path(__file__).resolve().parents[1]
+
+
+def chain_prototxt(engine: str) -> str:
+    """Conv -> in-place ReLU -> 5x5 MAX pool -> conv -> split into: an Eltwise SUM (coefficients 1, -0.5)
+    with the pool, a not-in-place ReLU, and a 3x3 stride-2 ceil-rounded pool; then Crop and Concat,
+    which read plain data, and one more conv after the Concat."""
+    import caffe
+    from caffe import layers as L
+    from caffe import params as P
+
+    conv = dict(weight_filler=dict(type="gaussian", std=0.3), bias_filler=dict(type="gaussian", std=0.3))
+    engines = {} if engine == "DNNL" else dict(engine=P.Convolution.CAFFE)
+    relu = {} if engine == "DNNL" else dict(engine=P.ReLU.CAFFE)
+    pool = {} if engine == "DNNL" else dict(engine=P.Pooling.CAFFE)
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[3, 5, 13, 11]))
+    n.conv1 = L.Convolution(n.data, convolution_param=dict(num_output=16, kernel_size=3, pad=1, **conv, **engines))
+    n.relu1 = L.ReLU(n.conv1, in_place=True, relu_param=relu)
+    n.pool1 = L.Pooling(n.relu1, pooling_param=dict(pool=P.Pooling.MAX, kernel_size=5, stride=1, pad=2, **pool))
+    n.conv2 = L.Convolution(n.pool1, convolution_param=dict(num_output=16, kernel_size=3, pad=1, **conv, **engines))
+    n.sum = L.Eltwise(n.conv2, n.pool1, eltwise_param=dict(operation=P.Eltwise.SUM, coeff=[1, -0.5]))
+    n.relu2 = L.ReLU(n.conv2, relu_param=dict(negative_slope=0.1, **relu))
+    n.pool2 = L.Pooling(n.conv2, pooling_param=dict(pool=P.Pooling.MAX, kernel_size=3, stride=2, pad=1, **pool))
+    n.crop = L.Crop(n.relu2, n.pool2, crop_param=dict(axis=2, offset=[1, 1]))
+    n.concat = L.Concat(n.crop, n.pool2)
+    n.conv3 = L.Convolution(n.concat, convolution_param=dict(num_output=4, kernel_size=3, pad=1, **conv, **engines))
+    proto = n.to_proto()
+    proto.force_backward = True
+    return str(proto)
+
+
+def _net(caffe, text: str):
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as file:
+        file.write(text)
+    try:
+        return caffe.Net(file.name, caffe.TEST)
+    finally:
+        os.unlink(file.name)
+
+
+OUTPUTS = ("sum", "conv3")
+
+
+def run_chain(caffe, engine: str, reference=None) -> dict[str, np.ndarray]:
+    net = _net(caffe, chain_prototxt(engine))
+    rng = np.random.default_rng(3)
+    for name, params in net.params.items():
+        for index, blob in enumerate(params):
+            blob.data[...] = reference.params[name][index].data if reference else rng.standard_normal(blob.shape)
+            blob.diff[...] = 0
+    net.blobs["data"].data[...] = np.random.default_rng(0).standard_normal(net.blobs["data"].shape)
+    net.forward()
+    diffs = np.random.default_rng(1)
+    for name in OUTPUTS:
+        net.blobs[name].diff[...] = diffs.standard_normal(net.blobs[name].shape)
+    net.backward()
+    found = {"net": net, "d_data": net.blobs["data"].diff.copy()}
+    for name in ("conv1", "pool1", "conv2", "relu2", "pool2", *OUTPUTS):
+        found[name] = net.blobs[name].data.copy()
+    for name, params in net.params.items():
+        for index, blob in enumerate(params):
+            found[f"d_{name}_{index}"] = blob.diff.copy()
+    return found
+
+
+def _relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-6))
+
+
+@pytest.fixture(scope="module")
+def chains(caffe) -> dict[str, dict[str, np.ndarray]]:
+    reference = run_chain(caffe, "CAFFE")
+    return {"CAFFE": reference, "DNNL": run_chain(caffe, "DNNL", reference["net"])}
+
+
+def test_blocked_layouts_across_layers_match_caffe_forward_and_backward(chains):
+    caffe_net, dnnl = chains["CAFFE"], chains["DNNL"]
+    errors = {key: _relative(value, dnnl[key]) for key, value in caffe_net.items() if key != "net"}
+    assert len(errors) == 7 + 1 + 6  # blobs, the input gradient, three convolutions' weights and biases
+    assert all(error < TOLERANCE for error in errors.values()), errors
+
+
+def test_python_writes_replace_the_blocked_copy(caffe, chains):
+    """A blob that a DNNL layer left blocked, overwritten from Python, is read as written by the next layer."""
+    replaced = np.random.default_rng(5).standard_normal(chains["CAFFE"]["pool1"].shape).astype(np.float32)
+    results = []
+    for engine in ("CAFFE", "DNNL"):
+        net = chains[engine]["net"]
+        net.blobs["pool1"].data[...] = replaced
+        net.forward(start="conv2")
+        results.append(net.blobs["conv3"].data.copy())
+    assert _relative(*results) < TOLERANCE
+    assert _relative(results[0], chains["CAFFE"]["conv3"]) > 1e-2  # the write changed the result
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, tempfile
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    from mrfnet.runtime.caffe_env import import_caffe
+    from test_dnnl_layout import chain_prototxt
+    caffe = import_caffe()
+    caffe.set_mode_cpu()
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as file:
+        file.write(chain_prototxt("DNNL"))
+        file.flush()
+        net = caffe.Net(file.name, caffe.TEST)
+    net.forward()
+    net.backward()
+""")
+
+
+def test_relu_pooling_eltwise_and_split_run_on_onednn(tmp_path):
+    """oneDNN's verbose log of one forward and backward of the DNNL chain (a child process: verbose mode is
+    read at oneDNN's start)."""
+    env = {**os.environ, "DNNL_VERBOSE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=str(REPO / "tests"))], env=env, text=True,
+                          capture_output=True, timeout=300, check=True)
+    executed = [line.split(",") for line in done.stdout.splitlines() if line.startswith("onednn_verbose,exec")]
+    kinds = [("pooling" if fields[3].startswith("pooling") else fields[3], fields[5]) for fields in executed]
+    assert ("eltwise", "forward_training") in kinds and ("eltwise", "backward_data") in kinds  # ReLU
+    assert ("sum", "undef") in kinds  # Eltwise SUM forward and Split's gradient sum
+    # a TEST net's pooling keeps no argmax; its backward runs the training forward for one
+    assert [kind for kind in kinds if kind[0] == "pooling"] == [
+        ("pooling", "forward_inference")] * 2 + [("pooling", "forward_training"), ("pooling", "backward_data")] * 2
