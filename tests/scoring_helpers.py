@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import cv2
 import lmdb
@@ -13,6 +16,21 @@ from data_prep.records import encode_pair
 from netgen import build_deploy
 
 SMALLEST_VARIANT = "lwrefinenet"  # fewest parameters and multiply-adds
+
+
+def net_from_text(caffe: Any, text: str) -> Any:
+    """A TEST-phase caffe.Net from prototxt text (Caffe reads nets from files only)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as file:
+        file.write(text)
+    try:
+        return caffe.Net(file.name, caffe.TEST)
+    finally:
+        os.unlink(file.name)
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest difference over the largest magnitude of ``a``: how the engine tests compare blobs."""
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-6))
 
 
 def write_deploy(folder: Path, variant: str = SMALLEST_VARIANT, side: int = 32) -> Path:

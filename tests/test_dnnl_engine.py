@@ -12,12 +12,11 @@ must follow the CAFFE engine's losses.
 from __future__ import annotations
 
 import itertools
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scoring_helpers import net_from_text, relative_error
 
 from mrfnet.runtime.caffe_env import CaffeError, run_isolated
 from mrfnet.runtime.doctor import probe_caffe
@@ -70,19 +69,11 @@ def _grid_prototxt(engine: str, precision: str = "FP32", cases: list = CASES) ->
     return str(proto)
 
 
-def _net(caffe, text: str):
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as file:
-        file.write(text)
-    try:
-        return caffe.Net(file.name, caffe.TEST)
-    finally:
-        os.unlink(file.name)
-
 
 def run_grid(caffe, engine: str, precision: str = "FP32", cases: list = CASES,
              reference=None) -> dict[str, np.ndarray]:
     """Every top, bottom diff and parameter diff of the grid net (parameters copied from ``reference``)."""
-    net = _net(caffe, _grid_prototxt(engine, precision, cases))
+    net = net_from_text(caffe, _grid_prototxt(engine, precision, cases))
     weights = np.random.default_rng(1)
     for name, params in net.params.items():
         for index, blob in enumerate(params):
@@ -112,9 +103,6 @@ def grids(caffe) -> dict[str, dict[str, np.ndarray]]:
             "DEFAULT": run_grid(caffe, "DEFAULT", reference=reference["net"])}
 
 
-def _relative(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-6))
-
 
 @pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
 def test_dnnl_matches_caffe_forward_and_every_gradient(grids, kind):
@@ -126,7 +114,7 @@ def test_dnnl_matches_caffe_forward_and_every_gradient(grids, kind):
         keys = [f"out{index}", f"d_in{index}"] + [key for key in caffe_engine if key.startswith(f"d_param{index}_")]
         assert len(keys) == 3 + int(param["bias_term"])
         for key in keys:
-            error = _relative(caffe_engine[key], dnnl[key])
+            error = relative_error(caffe_engine[key], dnnl[key])
             checked += 1
             if not error < TOLERANCE:
                 failures.append(f"{param} on {shape}, {key}: {error:.1e}")
@@ -147,7 +135,7 @@ def test_finite_differences_agree_with_the_dnnl_gradients(caffe):
                                   bias_term=True), (2, 4, 7, 6)),
              ("Deconvolution", dict(num_output=4, kernel_size=4, stride=2, pad=1, dilation=1, group=2,
                                     bias_term=True), (1, 4, 5, 4))]
-    net = _net(caffe, _grid_prototxt("DNNL", cases=cases))
+    net = net_from_text(caffe, _grid_prototxt("DNNL", cases=cases))
     rng = np.random.default_rng(1)
     for index in range(len(cases)):
         for blob in [net.blobs[f"in{index}"], *net.params[f"out{index}"]]:
@@ -197,7 +185,7 @@ def test_bf16_stays_within_bfloat16_rounding_of_fp32(caffe, grids, native_bf16):
     if not native_bf16:
         pytest.skip("this CPU has no native bfloat16 (the refusal is tested below)")
     bf16 = run_grid(caffe, "DNNL", "BF16", reference=grids["CAFFE"]["net"])
-    worst = max(_relative(value, bf16[key]) for key, value in grids["CAFFE"].items() if key != "net")
+    worst = max(relative_error(value, bf16[key]) for key, value in grids["CAFFE"].items() if key != "net")
     assert worst < BF16_TOLERANCE
     assert worst > TOLERANCE  # it really computed in bfloat16
 
@@ -206,7 +194,7 @@ def _bf16_net_in_child() -> None:
     import caffe
 
     caffe.set_mode_cpu()
-    _net(caffe, _grid_prototxt("DNNL", "BF16", cases=CASES[:1]))
+    net_from_text(caffe, _grid_prototxt("DNNL", "BF16", cases=CASES[:1]))
 
 
 def test_bf16_without_native_support_is_refused_with_one_clear_line(monkeypatch, tmp_path):

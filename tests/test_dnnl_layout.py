@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scoring_helpers import net_from_text, relative_error
 
 TOLERANCE = 1e-4  # of the blob's largest magnitude, as in tests/test_dnnl_engine.py
 REPO = Path(__file__).resolve().parents[1]
@@ -54,20 +54,12 @@ def chain_prototxt(engine: str) -> str:
     return str(proto)
 
 
-def _net(caffe, text: str):
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as file:
-        file.write(text)
-    try:
-        return caffe.Net(file.name, caffe.TEST)
-    finally:
-        os.unlink(file.name)
-
 
 OUTPUTS = ("sum", "conv3")
 
 
 def run_chain(caffe, engine: str, reference=None) -> dict[str, np.ndarray]:
-    net = _net(caffe, chain_prototxt(engine))
+    net = net_from_text(caffe, chain_prototxt(engine))
     rng = np.random.default_rng(3)
     for name, params in net.params.items():
         for index, blob in enumerate(params):
@@ -88,9 +80,6 @@ def run_chain(caffe, engine: str, reference=None) -> dict[str, np.ndarray]:
     return found
 
 
-def _relative(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-6))
-
 
 @pytest.fixture(scope="module")
 def chains(caffe) -> dict[str, dict[str, np.ndarray]]:
@@ -100,7 +89,7 @@ def chains(caffe) -> dict[str, dict[str, np.ndarray]]:
 
 def test_blocked_layouts_across_layers_match_caffe_forward_and_backward(chains):
     caffe_net, dnnl = chains["CAFFE"], chains["DNNL"]
-    errors = {key: _relative(value, dnnl[key]) for key, value in caffe_net.items() if key != "net"}
+    errors = {key: relative_error(value, dnnl[key]) for key, value in caffe_net.items() if key != "net"}
     assert len(errors) == 7 + 1 + 6  # blobs, the input gradient, three convolutions' weights and biases
     assert all(error < TOLERANCE for error in errors.values()), errors
 
@@ -114,22 +103,19 @@ def test_python_writes_replace_the_blocked_copy(caffe, chains):
         net.blobs["pool1"].data[...] = replaced
         net.forward(start="conv2")
         results.append(net.blobs["conv3"].data.copy())
-    assert _relative(*results) < TOLERANCE
-    assert _relative(results[0], chains["CAFFE"]["conv3"]) > 1e-2  # the write changed the result
+    assert relative_error(*results) < TOLERANCE
+    assert relative_error(results[0], chains["CAFFE"]["conv3"]) > 1e-2  # the write changed the result
 
 
 SCRIPT = textwrap.dedent("""
-    import sys, tempfile
-    import numpy as np
+    import sys
     sys.path.insert(0, {tests!r})
     from mrfnet.runtime.caffe_env import import_caffe
+    from scoring_helpers import net_from_text
     from test_dnnl_layout import chain_prototxt
     caffe = import_caffe()
     caffe.set_mode_cpu()
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as file:
-        file.write(chain_prototxt("DNNL"))
-        file.flush()
-        net = caffe.Net(file.name, caffe.TEST)
+    net = net_from_text(caffe, chain_prototxt("DNNL"))
     net.forward()
     net.backward()
 """)
