@@ -2,8 +2,9 @@
 
 Every case of a grid over kernel, stride, pad, dilation, group, batch and odd sizes (and the
 Deconvolution MRFNet upsamples with) is one layer of one net, built twice: engine CAFFE and engine
-DNNL with the same weights. Forward and all three gradients must agree within 1e-4 of the blob's
-largest value; the weight and bias gradients must add to what the diffs held (Caffe accumulates).
+DNNL with the same weights (its 3x3 convolutions on Winograd's algorithm where oneDNN has it, and
+again all direct: tools/caffe-patches/0010). Forward and all three gradients must agree within 1e-4
+of the blob's largest value; the weight and bias gradients must add to what the diffs held (Caffe accumulates).
 A finite-difference check stands in for Caffe's C++ GradientChecker. bf16 is held to a bfloat16
 tolerance, refused where the CPU has no native bfloat16, and a short MRFNet training run on DNNL
 must follow the CAFFE engine's losses.
@@ -54,7 +55,7 @@ def _cases() -> list[tuple[str, dict[str, int], tuple[int, int, int, int]]]:
 CASES = _cases()
 
 
-def _grid_prototxt(engine: str, precision: str = "FP32", cases: list = CASES) -> str:
+def _grid_prototxt(engine: str, precision: str = "FP32", cases: list = CASES, algorithm: str = "AUTO") -> str:
     import caffe
     from caffe import layers as L
 
@@ -62,8 +63,8 @@ def _grid_prototxt(engine: str, precision: str = "FP32", cases: list = CASES) ->
     for index, (kind, param, shape) in enumerate(cases):
         setattr(n, f"in{index}", L.Input(shape=dict(dim=list(shape))))
         setattr(n, f"out{index}", getattr(L, kind)(getattr(n, f"in{index}"), convolution_param=dict(
-            param, engine=engine, precision=precision, weight_filler=dict(type="gaussian", std=0.3),
-            bias_filler=dict(type="gaussian", std=0.3))))
+            param, engine=engine, precision=precision, algorithm=algorithm,
+            weight_filler=dict(type="gaussian", std=0.3), bias_filler=dict(type="gaussian", std=0.3))))
     proto = n.to_proto()
     proto.force_backward = True
     return str(proto)
@@ -71,9 +72,9 @@ def _grid_prototxt(engine: str, precision: str = "FP32", cases: list = CASES) ->
 
 
 def run_grid(caffe, engine: str, precision: str = "FP32", cases: list = CASES,
-             reference=None) -> dict[str, np.ndarray]:
+             reference=None, algorithm: str = "AUTO") -> dict[str, np.ndarray]:
     """Every top, bottom diff and parameter diff of the grid net (parameters copied from ``reference``)."""
-    net = net_from_text(caffe, _grid_prototxt(engine, precision, cases))
+    net = net_from_text(caffe, _grid_prototxt(engine, precision, cases, algorithm))
     weights = np.random.default_rng(1)
     for name, params in net.params.items():
         for index, blob in enumerate(params):
@@ -100,13 +101,15 @@ def run_grid(caffe, engine: str, precision: str = "FP32", cases: list = CASES,
 def grids(caffe) -> dict[str, dict[str, np.ndarray]]:
     reference = run_grid(caffe, "CAFFE")
     return {"CAFFE": reference, "DNNL": run_grid(caffe, "DNNL", reference=reference["net"]),
-            "DEFAULT": run_grid(caffe, "DEFAULT", reference=reference["net"])}
+            "DEFAULT": run_grid(caffe, "DEFAULT", reference=reference["net"]),
+            "DIRECT": run_grid(caffe, "DNNL", reference=reference["net"], algorithm="DIRECT")}
 
 
 
+@pytest.mark.parametrize("algorithm", ["DNNL", "DIRECT"])
 @pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
-def test_dnnl_matches_caffe_forward_and_every_gradient(grids, kind):
-    caffe_engine, dnnl = grids["CAFFE"], grids["DNNL"]
+def test_dnnl_matches_caffe_forward_and_every_gradient(grids, kind, algorithm):
+    caffe_engine, dnnl = grids["CAFFE"], grids[algorithm]
     checked, failures = 0, []
     for index, (case_kind, param, shape) in enumerate(CASES):
         if case_kind != kind:
@@ -119,6 +122,20 @@ def test_dnnl_matches_caffe_forward_and_every_gradient(grids, kind):
             if not error < TOLERANCE:
                 failures.append(f"{param} on {shape}, {key}: {error:.1e}")
     assert checked > 600 and not failures, "\n".join(failures)
+
+
+def test_direct_algorithm_keeps_winograd_off(grids):
+    """Winograd (algorithm AUTO) rounds 3x3 stride-1 convolutions differently from DIRECT (where oneDNN has
+    it for the case: not for every pad); every other case runs the same direct kernels in both, bit for bit."""
+    winograd_shaped = differing = 0
+    for index, (kind, param, _) in enumerate(CASES):
+        candidate = kind == "Convolution" and param["kernel_size"] == 3 and param["stride"] == 1 and \
+            param["dilation"] == 1 and param["group"] == 1
+        same = np.array_equal(grids["DNNL"][f"out{index}"], grids["DIRECT"][f"out{index}"])
+        winograd_shaped += candidate
+        differing += candidate and not same
+        assert same or candidate, (param, "differs without Winograd")
+    assert 0 < differing <= winograd_shaped
 
 
 def test_default_is_dnnl_in_cpu_mode(grids):

@@ -1,12 +1,13 @@
-"""Activations and gradients kept in oneDNN's layouts between DNNL layers (tools/caffe-patches/0009).
+"""Activations and gradients kept in oneDNN's layouts between DNNL layers (tools/caffe-patches/0009, 0010).
 
 A DNNL (de)convolution leaves its output in oneDNN's blocked layout, inside the blob; ReLU, MAX
-pooling, Eltwise SUM and Split's gradient sum run on oneDNN in that layout when their input has it,
-and Caffe's plain copy is made only when something else (a Crop, Concat, loss or Python) reads the
-blob. One small net holds every such boundary; it runs with DNNL convolutions and with CAFFE-engine
-layers throughout, on the same weights, and the two must agree on every output, input gradient and
-parameter gradient; oneDNN's verbose log shows which layers really ran on oneDNN; data that Python
-writes into a blob after a forward replaces the blocked copy.
+pooling, Eltwise SUM, Split's gradient sum and Crop's forward run on oneDNN in that layout when their
+input has it, an in-place ReLU after a convolution runs inside it, and Caffe's plain copy is made only
+when something else (a Concat, loss or Python) reads the blob. One small net holds every such
+boundary; it runs with DNNL convolutions and with CAFFE-engine layers throughout, on the same
+weights, and the two must agree on every output, input gradient and parameter gradient; oneDNN's
+verbose log shows which layers really ran on oneDNN; data that Python writes into a blob after a
+forward replaces the blocked copy.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def chain_prototxt(engine: str) -> str:
     """Conv -> in-place ReLU -> 5x5 MAX pool -> conv -> split into: an Eltwise SUM (coefficients 1, -0.5)
-    with the pool, a not-in-place ReLU, and a 3x3 stride-2 ceil-rounded pool; then Crop and Concat,
-    which read plain data, and one more conv after the Concat."""
+    with the pool, a not-in-place ReLU, and a 3x3 stride-2 ceil-rounded pool; then Crop (on oneDNN, 0010)
+    and Concat (which reads plain data), and one more conv after the Concat with an in-place leaky ReLU. The two
+    in-place ReLUs become their convolutions' post-ops on the DNNL engine (0010)."""
     import caffe
     from caffe import layers as L
     from caffe import params as P
@@ -49,6 +51,7 @@ def chain_prototxt(engine: str) -> str:
     n.crop = L.Crop(n.relu2, n.pool2, crop_param=dict(axis=2, offset=[1, 1]))
     n.concat = L.Concat(n.crop, n.pool2)
     n.conv3 = L.Convolution(n.concat, convolution_param=dict(num_output=4, kernel_size=3, pad=1, **conv, **engines))
+    n.relu3 = L.ReLU(n.conv3, in_place=True, relu_param=dict(negative_slope=0.2, **relu))
     proto = n.to_proto()
     proto.force_backward = True
     return str(proto)
@@ -130,8 +133,15 @@ def test_relu_pooling_eltwise_and_split_run_on_onednn(tmp_path):
                           capture_output=True, timeout=300, check=True)
     executed = [line.split(",") for line in done.stdout.splitlines() if line.startswith("onednn_verbose,exec")]
     kinds = [("pooling" if fields[3].startswith("pooling") else fields[3], fields[5]) for fields in executed]
-    assert ("eltwise", "forward_training") in kinds and ("eltwise", "backward_data") in kinds  # ReLU
-    assert ("sum", "undef") in kinds  # Eltwise SUM forward and Split's gradient sum
+    # the in-place ReLUs run inside their convolutions' forward (0010), the other on its own
+    fused = [fields[7] for fields in executed if fields[3] == "convolution" and fields[5] == "forward_training"]
+    assert ["post-ops:eltwise_relu" in attributes for attributes in fused] == [True, False, True]
+    assert "post-ops:eltwise_relu:0.2" in fused[2]
+    implementations = [fields[4] for fields in executed if fields[3] == "convolution"]
+    assert any(name.startswith("jit_wino") for name in implementations)  # 3x3, stride 1: Winograd (0010)
+    assert kinds.count(("eltwise", "forward_training")) == 1 and ("eltwise", "backward_data") in kinds
+    assert ("sum", "undef") in kinds  # Eltwise SUM with coefficients (1, -0.5), a three-way Split's gradients
+    assert ("binary", "undef") in kinds  # a two-way Split's gradients
     # a TEST net's pooling keeps no argmax; its backward runs the training forward for one
     assert [kind for kind in kinds if kind[0] == "pooling"] == [
         ("pooling", "forward_inference")] * 2 + [("pooling", "forward_training"), ("pooling", "backward_data")] * 2

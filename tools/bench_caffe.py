@@ -6,8 +6,10 @@
 Each --caffe prefix (a tools/install_caffe.sh prefix; default: the Caffe this Python imports) runs
 every setting it has, each in a child process of its own: a build with the DNNL engine
 (tools/caffe-patches/0008) runs "dnnl fp32", "dnnl bf16" (where the CPU has native bfloat16) and
-"caffe" (BVLC's im2col + BLAS code of the same build); a build without runs "caffe" only. So the
-previous build (e.g. ~/.cache/mrfnet/caffe/<its key>) and this one compare in one run.
+"caffe" (BVLC's im2col + BLAS code of the same build); one with Winograd convolutions (0010) also
+runs "dnnl fp32 direct" (its float 3x3 convolutions direct, as before 0010); a build without the
+engine runs "caffe" only. So the previous build (e.g. ~/.cache/mrfnet/caffe/<its key>) and this
+one compare in one run.
 
 Per setting: the training step (`Solver.step(1)`: the Data layer, MRFNet, the scale refinement loss
 and Adam) at batch 4 and each --crops side (4 x 64x64 is the main job's, 4 x 256x256 the paper's per
@@ -80,17 +82,21 @@ def _random_lmdb(path: Path, side: int) -> None:
             writer.put(f"{index:04d}", encode_pair(sharp[::-1].copy(), sharp))
 
 
-def settings_of(caffe: Any) -> list[tuple[str, str]]:
-    """(engine, precision) pairs the Caffe this process imports can run."""
+def settings_of(caffe: Any) -> list[tuple[str, str, str]]:
+    """(engine, precision, algorithm) the Caffe this process imports can run."""
+    from caffe.proto import caffe_pb2
+
     dnnl = dnnl_facts(caffe)
     if not dnnl["dnnl"]:
-        return [("caffe", "fp32")]
-    native_bf16 = [("dnnl", "bf16")] if dnnl["dnnl_native_bf16"] else []
-    return [("dnnl", "fp32"), *native_bf16, ("caffe", "fp32")]
+        return [("caffe", "fp32", "auto")]
+    native_bf16 = [("dnnl", "bf16", "auto")] if dnnl["dnnl_native_bf16"] else []
+    winograd = "algorithm" in caffe_pb2.ConvolutionParameter.DESCRIPTOR.fields_by_name
+    direct = [("dnnl", "fp32", "direct")] if winograd else []
+    return [("dnnl", "fp32", "auto"), *direct, *native_bf16, ("caffe", "fp32", "auto")]
 
 
 def training_step(caffe: Any, folder: Path, crop: int, iterations: int, engine: str, precision: str,
-                  before_timing: Callable[[], None] | None = None) -> list[float]:
+                  before_timing: Callable[[], None] | None = None, algorithm: str = "auto") -> list[float]:
     """Seconds of each of ``iterations`` MRFNet training steps (batch 4, ``crop``) after the warm-up steps, on a
     random LMDB made in ``folder``; ``before_timing`` runs between the two (tools/bench_dnnl_profile.py marks it)."""
     from mrfnet.train.schedule import Schedule, solver_parameter
@@ -102,7 +108,7 @@ def training_step(caffe: Any, folder: Path, crop: int, iterations: int, engine: 
         _random_lmdb(lmdb, crop + crop // 2)
     (folder / "train_val.prototxt").write_text(str(set_convolution_engine(build_train_val(
         VARIANT, train_source=str(lmdb), val_source=str(lmdb), batch_size=TRAIN_BATCH, crop_size=crop),
-        engine=engine, precision=precision)))
+        engine=engine, precision=precision, algorithm=algorithm)))
     schedule = Schedule(records=RECORDS, batch_size=TRAIN_BATCH, epochs=1000)  # no halving, no snapshot here
     param = solver_parameter(schedule, net=str(folder / "train_val.prototxt"), snapshot_prefix=str(folder / "s"),
                              base_lr=5e-4)
@@ -121,7 +127,7 @@ def training_step(caffe: Any, folder: Path, crop: int, iterations: int, engine: 
 
 
 def _forward(caffe: Any, folder: Path, height: int, width: int, repeats: int, engine: str,
-             precision: str) -> float:
+             precision: str, algorithm: str) -> float:
     from caffe.proto import caffe_pb2
 
     from netgen import INPUT, build_deploy
@@ -130,7 +136,7 @@ def _forward(caffe: Any, folder: Path, height: int, width: int, repeats: int, en
     lean = "share_test_blobs" in caffe_pb2.NetParameter.DESCRIPTOR.fields_by_name
     deploy = folder / "deploy.prototxt"
     deploy.write_text(str(set_convolution_engine(build_deploy(VARIANT, height=height, width=width, share_blobs=lean),
-                                                 engine=engine, precision=precision)))
+                                                 engine=engine, precision=precision, algorithm=algorithm)))
     net = caffe.Net(str(deploy), caffe.TEST)
     net.blobs[INPUT].data[...] = np.random.default_rng(0).random(net.blobs[INPUT].data.shape)
     net.forward()
@@ -148,10 +154,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     caffe.set_mode_cpu()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        forward = {size_label(h, w): _forward(caffe, folder, h, w, args.repeats, args.engine, args.precision)
+        forward = {size_label(h, w): _forward(caffe, folder, h, w, args.repeats, args.engine, args.precision,
+                                              args.algorithm)
                    for h, w in parse_sizes(args.sizes)}
         steps = {crop: training_step(caffe, folder, crop, args.large_iterations if crop > LARGE_CROP
-                                      else args.iterations, args.engine, args.precision)
+                                      else args.iterations, args.engine, args.precision, algorithm=args.algorithm)
                  for crop in _crops(args.crops)}
     return {"prefix": str(caffe_prefix(caffe)), "forward": forward, "steps": steps}
 
@@ -160,13 +167,15 @@ def _crops(text: str) -> list[int]:
     return [int(side) for side in text.split(",") if side]
 
 
-def _list_settings(prefix: Path | None) -> list[tuple[str, str]]:
+def _list_settings(prefix: Path | None) -> list[tuple[str, str, str]]:
     return [tuple(pair) for pair in run_script_with_build(prefix, __file__, ["--child-settings"], REPO)]
 
 
-def run_setting(prefix: Path | None, engine: str, precision: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_setting(prefix: Path | None, setting: tuple[str, str, str], args: argparse.Namespace) -> dict[str, Any]:
+    engine, precision, algorithm = setting
     return run_script_with_build(prefix, __file__, [
-        "--child", "--engine", engine, "--precision", precision, "--sizes", args.sizes, "--crops", args.crops,
+        "--child", "--engine", engine, "--precision", precision, "--algorithm", algorithm,
+        "--sizes", args.sizes, "--crops", args.crops,
         "--repeats", str(args.repeats), "--iterations", str(args.iterations),
         "--large-iterations", str(args.large_iterations)], REPO)
 
@@ -182,6 +191,7 @@ def main() -> None:
     parser.add_argument("--large-iterations", type=int, default=3, help=f"the same above {LARGE_CROP} pixels")
     parser.add_argument("--engine", default="default", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--algorithm", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-settings", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -197,9 +207,11 @@ def main() -> None:
     print(f"NumPy sgemm (256x256 by 256x65536, float32): {sgemm:.1f} GFLOP/s")
     rows = []
     for prefix in args.caffe or [None]:
-        for engine, precision in _list_settings(prefix):
-            found = run_setting(prefix, engine, precision, args)
-            rows.append((f"{Path(found['prefix']).name} {engine} {precision}", found))
+        for setting in _list_settings(prefix):
+            found = run_setting(prefix, setting, args)
+            engine, precision, algorithm = setting
+            label = f"{engine} {precision}" + ("" if algorithm == "auto" else f" {algorithm}")
+            rows.append((f"{Path(found['prefix']).name} {label}", found))
     sizes = [size_label(h, w) for h, w in parse_sizes(args.sizes)]
     crops = _crops(args.crops)
     macs = {label: forward_macs(h, w) for (h, w), label in zip(parse_sizes(args.sizes), sizes, strict=True)}
