@@ -13,12 +13,13 @@ import os
 import sys
 
 from mrfnet.runtime.caffe_env import CaffeError, CaffeNotAvailable, quiet_glog
+from mrfnet.runtime.folder_lock import FolderBusy
 
 # Modules with a `setup_parser(subparsers)`, one per command, in the order `--help` lists them.
 COMMANDS = tuple(f"mrfnet.commands.{name}" for name in (
     "doctor", "netgen", "data_prep", "solver", "train", "plot_log", "score", "table", "time", "deblur", "export",
     "reproduce", "report"))
-USER_ERRORS = (CaffeError, CaffeNotAvailable, FileNotFoundError, FileExistsError, ValueError)
+USER_ERRORS = (CaffeError, CaffeNotAvailable, FileNotFoundError, FileExistsError, ValueError, FolderBusy)
 
 log = logging.getLogger("mrfnet")
 

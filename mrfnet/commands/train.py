@@ -10,17 +10,20 @@ import argparse
 import logging
 import shutil
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from mrfnet.commands.argtypes import fraction, non_negative_int, positive_float, positive_int
 from mrfnet.infer.run_folder import PROGRESS, SNAPSHOT_DIR
 from mrfnet.runtime.caffe_env import CaffeError
+from mrfnet.runtime.folder_lock import holding
 from mrfnet.train.driver import (
     DEFAULT_DATA,
     TrainOptions,
     check_gpus,
     check_precision,
     check_ranks,
+    load_options,
     prepare_run,
     train,
 )
@@ -55,6 +58,7 @@ def _run(args: argparse.Namespace, ranks: Ranks | None) -> int:
         if args.weights:
             raise ValueError("--resume continues a run from its solverstate; --weights starts a new one: pick one")
         run_dir = Path(args.run_dir)
+        load_options(run_dir)  # not a run folder: said here, before its lock is asked for
     else:
         options = TrainOptions(
             variant=args.variant, data=str(args.data or DEFAULT_DATA), run_dir=str(args.run_dir),
@@ -72,19 +76,22 @@ def _run(args: argparse.Namespace, ranks: Ranks | None) -> int:
                 check_ranks(options, ranks.worlds)
             check_gpus(options.gpus)  # before the run folder exists, so a refused run leaves nothing behind
             check_precision(options.precision, options.gpus)
-            return prepare_run(options, ["mrfnet", *sys.argv[1:]])
+            return prepare_run(options, ["mrfnet", *sys.argv[1:]], keep_lock=True)
 
         run_dir = ranks.agree(create) if ranks else create()
-    try:
-        result = train(run_dir, resume=args.resume, data=args.data if args.resume else None, ranks=ranks)
-    except (TrainingError, CaffeError) as exc:
-        if not args.resume and _nothing_trained(run_dir) and (ranks is None or ranks.world.leader):
-            shutil.rmtree(run_dir)
-            exc.args = (f"{exc}\n(the new run folder {run_dir} was removed again: nothing had been trained)",)
-        if isinstance(exc, CaffeError):
-            raise
-        log.error("%s", exc)
-        return 1
+    leader = ranks is None or ranks.world.leader
+    # the process that writes the run folder holds its lock (a new run's since before it existed)
+    with holding(run_dir) if leader else nullcontext():
+        try:
+            result = train(run_dir, resume=args.resume, data=args.data if args.resume else None, ranks=ranks)
+        except (TrainingError, CaffeError) as exc:
+            if not args.resume and _nothing_trained(run_dir) and leader:
+                shutil.rmtree(run_dir)
+                exc.args = (f"{exc}\n(the new run folder {run_dir} was removed again: nothing had been trained)",)
+            if isinstance(exc, CaffeError):
+                raise
+            log.error("%s", exc)
+            return 1
     return 130 if result.status == "stopped" else 0
 
 

@@ -34,6 +34,7 @@ from mrfnet.infer.weights import check_finite, read_caffemodel
 from mrfnet.runtime.caffe_env import CaffeError, child_environment, glog_failure, import_caffe, run_isolated
 from mrfnet.runtime.device import probe_gpu
 from mrfnet.runtime.doctor import probe_caffe
+from mrfnet.runtime.folder_lock import hold, release
 from mrfnet.train.loss_schedule import loss_schedule
 from mrfnet.train.progress import _ProgressLog
 from mrfnet.train.ranks import AgentProcess, Ranks, World
@@ -155,8 +156,12 @@ def check_ranks(options: TrainOptions, worlds: list[World]) -> None:
                              f"{named} rank(s); start {len(options.gpus)} ranks per host or name that many GPUs")
 
 
-def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
-    """Create the run folder with its options and generated prototxt; refuse an existing one."""
+def prepare_run(options: TrainOptions, argv: list[str], *, keep_lock: bool = False) -> Path:
+    """Create the run folder with its options and generated prototxt; refuse an existing one.
+
+    ``keep_lock``: this process goes on to train it, and keeps the folder's lock (held from before
+    the folder existed; mrfnet.runtime.folder_lock), so no other process can start on it in between.
+    """
 
     run_dir = Path(options.run_dir)
     if run_dir.exists():
@@ -183,11 +188,20 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
     schedule = _schedule(options, records)
 
     # Everything is written into a hidden sibling first and renamed into place at the end, so a failure
-    # part-way leaves no half-made run folder (the generated files name the final folder).
+    # part-way leaves no half-made run folder (the generated files name the final folder). Its lock,
+    # taken before anything is written, stays on the folder through the rename: this process then
+    # trains it (a second `mrfnet train` on the same --run-dir is refused, naming this one).
     partial = run_dir.parent / f".{run_dir.name}.partial"
     if partial.exists():
+        release(hold(partial))  # another process creating this run: FolderBusy; else a crashed one's
         shutil.rmtree(partial)
-    (partial / SNAPSHOT_DIR).mkdir(parents=True)
+    try:
+        partial.mkdir(parents=True)
+    except FileExistsError:  # made by another process just now
+        hold(partial)  # FolderBusy, naming it (held by none: the FileExistsError)
+        raise
+    lock = hold(partial)
+    (partial / SNAPSHOT_DIR).mkdir()
     try:
         stored = TrainOptions(**{**asdict(options), "data": str(data.resolve())})  # --data on resume overrides it
         (partial / OPTIONS).write_text(json.dumps(asdict(stored), indent=2) + "\n")
@@ -209,7 +223,10 @@ def prepare_run(options: TrainOptions, argv: list[str]) -> Path:
         partial.rename(run_dir)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
+        release(lock)
         raise
+    if not keep_lock:
+        release(lock)
     log.info("run %s: %d records, batch %d (%d per solver x %d), %d iterations/epoch, max_iter %d",
              run_dir, schedule.records, schedule.batch_size, schedule.batch_per_gpu, schedule.gpus,
              schedule.iterations_per_epoch, schedule.max_iter)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -19,12 +19,12 @@ class TrainingError(RuntimeError):
 
 
 def learned_net(state_path: Path, learned_net: str) -> Path:
-    """The caffemodel a solverstate names: where it was written, or beside the solverstate if the folder moved."""
-    named = Path(learned_net)
-    if not named.is_absolute():
-        named = state_path.parents[1] / named
-    beside = state_path.parent / named.name
-    return named if named.is_file() or not beside.is_file() else beside
+    """The caffemodel a solverstate names, looked for beside the solverstate only.
+
+    Caffe writes the path it saved the caffemodel at, absolute: a copied or moved run folder would
+    otherwise follow it back to the original folder's caffemodel, and resume from its weights.
+    """
+    return state_path.parent / PurePath(learned_net).name
 
 
 def _snapshot_problem(state_path: Path, param_shapes: dict[str, list[tuple[int, ...]]]) -> str | None:
