@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from data_prep.atomic import write_atomic
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 # The conversions load_image records (data-prep writes them into meta_info; deblur warns on 16 bits)
 FROM_16_BIT, FROM_GREY, ALPHA_SET_ASIDE = "16-bit rounded to 8-bit", "grayscale replicated to BGR", "alpha set aside"
@@ -74,7 +76,8 @@ def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write a PNG (lossless: outputs are never saved as JPEG), creating its folder; OSError if it fails."""
+    """Write a PNG (lossless: outputs are never saved as JPEG), creating its folder; whole or not at all
+    (data_prep.atomic: DiskFull on a full disk, an older file of that name kept)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"{path}: images are written as PNG only (lossless), not {path.suffix or 'no suffix'}")
@@ -82,8 +85,7 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"OpenCV could not encode {path}")
-    encoded.tofile(path)  # not cv2.imwrite: any file name, and a failure raises
-    return path
+    return write_atomic(path, encoded.tobytes())  # not cv2.imwrite: any file name, whole or not at all
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from data_prep.atomic import DiskFull
 from mrfnet.runtime.caffe_env import CaffeError, CaffeNotAvailable, quiet_glog
 from mrfnet.runtime.folder_lock import FolderBusy
 
@@ -19,7 +20,8 @@ from mrfnet.runtime.folder_lock import FolderBusy
 COMMANDS = tuple(f"mrfnet.commands.{name}" for name in (
     "doctor", "netgen", "data_prep", "solver", "train", "plot_log", "score", "table", "time", "deblur", "export",
     "reproduce", "report"))
-USER_ERRORS = (CaffeError, CaffeNotAvailable, FileNotFoundError, FileExistsError, ValueError, FolderBusy)
+USER_ERRORS = (CaffeError, CaffeNotAvailable, FileNotFoundError, FileExistsError, ValueError, FolderBusy,
+               DiskFull)
 
 log = logging.getLogger("mrfnet")
 

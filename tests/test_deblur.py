@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -151,6 +153,22 @@ def test_bad_paths_are_clear_errors(run_dir, tmp_path, caplog):
     assert "missing.png does not exist" in caplog.text
     assert cli.main(["deblur", str(image), str(tmp_path / "o.png"), "--model", str(tmp_path / "nothing")]) == 1
     assert "model" in caplog.text and "does not exist" in caplog.text
+
+
+def test_an_output_that_is_a_hard_link_of_the_input_is_refused(run_dir, tmp_path, caplog):
+    """Issue 24: `deblur IN OUT` with OUT a hard link of IN overwrote the input; now refused, input intact."""
+    image = tmp_path / "in" / "a.png"
+    image.parent.mkdir()
+    cv2.imwrite(str(image), smooth_image(np.random.default_rng(0), 16, 16))
+    before = image.read_bytes()
+    link = tmp_path / "link.png"
+    os.link(image, link)
+    assert cli.main(["deblur", str(image), str(link), "--model", str(run_dir)]) == 1
+    assert "would overwrite the input" in caplog.text and "same file" in caplog.text
+    (tmp_path / "out").mkdir()
+    os.link(image, tmp_path / "out" / "a.png")  # folder mode: an output that is an input's hard link
+    assert cli.main(["deblur", str(image.parent), str(tmp_path / "out"), "--model", str(run_dir)]) == 1
+    assert image.read_bytes() == before
 
 
 def test_without_model_the_main_jobs_mrfnet_is_used_or_the_command_to_make_it_named(caffe, run_dir, tmp_path,

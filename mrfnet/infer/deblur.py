@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,8 @@ def plan_outputs(source: str | Path, target: str | Path) -> list[tuple[Path, Pat
             return [(source, target / f"{source.stem}.png")]
         if target.suffix.lower() != ".png":
             raise ValueError(f"output {target}: outputs are written as PNG (lossless), give a .png name or a folder")
-        if target.resolve() == source.resolve():
-            raise ValueError(f"output {target} would overwrite the input")
+        if target.resolve() == source.resolve() or (target.exists() and os.path.samefile(source, target)):
+            raise ValueError(f"output {target} would overwrite the input (it is the same file)")
         return [(source, target)]
     if target.exists() and not target.is_dir():
         raise ValueError(f"input {source} is a folder, so the output {target} must be a folder, not a file")
@@ -59,6 +60,8 @@ def plan_outputs(source: str | Path, target: str | Path) -> list[tuple[Path, Pat
     for path, out in plan:
         if out in seen:
             raise ValueError(f"{seen[out]} and {path} would both be written to {out}")
+        if out.exists() and os.path.samefile(path, out):  # a hard link of the input
+            raise ValueError(f"output {out} would overwrite the input {path} (it is the same file)")
         seen[out] = path
     return plan
 
