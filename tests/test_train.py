@@ -125,7 +125,9 @@ def test_a_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_snapshot(
         assert not nonfinite_values(read_caffemodel(named)), named
 
 
-def test_sigint_snapshots_and_exits_130(dataset, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGUSR1])
+def test_a_stop_signal_snapshots_and_exits_130(dataset, tmp_path, stop):
+    """Ctrl-C, and SIGUSR1 (a cluster's warning before its time limit: sbatch --signal=USR1@120), without mpirun."""
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "mrfnet.cli", "train", "--run-dir", str(run_dir), "--data", str(dataset),
                "--variant", "lwrefinenet", "--batch-size", "2", "--crop-size", str(CROP), "--iterations", "100000",
@@ -134,7 +136,7 @@ def test_sigint_snapshots_and_exits_130(dataset, tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not _has_rows(run_dir / "progress.csv"):
         time.sleep(0.2)  # stop it mid-run: after its first iteration is on record
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     rows = _progress(run_dir)

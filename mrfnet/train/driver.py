@@ -41,7 +41,7 @@ from mrfnet.train.ranks import AgentProcess, Ranks, World
 from mrfnet.train.schedule import HALVE_EVERY_EPOCHS, Schedule, write_solver
 from mrfnet.train.snapshots import SnapshotKeeper, TrainingError, learned_net, resumable_solverstate
 from mrfnet.train.validation import check_val_every, write_json_atomic
-from mrfnet.train.worker import SolveJob, solve
+from mrfnet.train.worker import STOP_SIGNALS, SolveJob, solve
 from netgen import EdgeOptions, build_deploy, build_train_val
 from netgen.engine import PRECISIONS, set_convolution_engine
 
@@ -381,9 +381,10 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
             if process.is_alive():
                 process.terminate()  # SIGTERM: the child's handler snapshots and exits
 
-    # mpirun forwards SIGUSR1 to every rank (SIGINT and SIGTERM it turns into SIGTERM, then SIGKILL 1 s later)
-    stops = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGUSR1,) if agent is not None else ())
-    previous = {s: signal.signal(s, forward_signal) for s in stops}
+    # SIGUSR1 is what a cluster sends ahead of its time limit (sbatch --signal=USR1@120), and what mpirun
+    # forwards to every rank (SIGINT and SIGTERM it turns into SIGTERM, then SIGKILL 1 s later): all three
+    # snapshot and stop, with or without mpirun
+    previous = {s: signal.signal(s, forward_signal) for s in STOP_SIGNALS}
     progress = _ProgressLog(run_dir, start, max_iter, batch_size, validate) if leader else None
     keeper = SnapshotKeeper(run_dir, keep_snapshots if leader else None)
     began = time.monotonic()

@@ -28,6 +28,8 @@ from netgen.layers.edge_state import set_edge_alpha, train_discriminators
 from netgen.names import EDGE_LOSS_TOPS
 
 PROGRESS_EVERY = 1  # iterations between progress messages to the parent
+# each makes the solver snapshot and stop (`mrfnet train` exits 130); SIGUSR1 is a cluster's early warning
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
 @dataclass
@@ -83,7 +85,7 @@ class _Alone:
 class _StopRequest:
     def __init__(self) -> None:
         self.signal: int | None = None
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:  # also when one reaches the solver itself (a cluster signalling every process)
             signal.signal(signum, self._set)
 
     def _set(self, signum: int, _frame: Any) -> None:
