@@ -234,7 +234,8 @@ def test_keep_snapshots_keeps_the_newest_good_pairs(caffe, dataset, tmp_path):
 
 
 def test_a_failed_start_leaves_no_run_folder(caffe, dataset, tmp_path, caplog):
-    """Refused before the folder exists (a truncated --weights), or removed again after a Caffe abort at set-up."""
+    """--weights that are truncated, empty or another variant's (Caffe would abort, or copy nothing and train
+    from scratch) are refused before the folder exists (issue 24)."""
     from mrfnet.cli import main
     from netgen import build_deploy
 
@@ -246,7 +247,10 @@ def test_a_failed_start_leaves_no_run_folder(caffe, dataset, tmp_path, caplog):
     caffe.Net(str(other), caffe.TEST).save(str(wrong))
     truncated = tmp_path / "truncated.caffemodel"
     truncated.write_bytes(wrong.read_bytes()[:1000])
-    for weights, message in ((truncated, "truncated"), (wrong, "was removed again: nothing had been trained")):
+    empty = tmp_path / "empty.caffemodel"
+    empty.write_bytes(b"")
+    for weights, message in ((truncated, "truncated"), (wrong, "does not fit the lwrefinenet net"),
+                             (empty, "holds no layer weights")):
         caplog.clear()
         run_dir = tmp_path / f"run-{weights.stem}"
         assert main([*base, "--run-dir", str(run_dir), "--weights", str(weights)]) == 1
@@ -257,6 +261,28 @@ def test_a_failed_start_leaves_no_run_folder(caffe, dataset, tmp_path, caplog):
     (half / "options.json").write_text(json.dumps(asdict(_options(dataset, half))))
     assert main(["train", "--run-dir", str(half), "--resume"]) == 1
     assert "not fully created" in caplog.text
+
+
+def test_resumes_that_would_restart_or_break_are_refused(dataset, tmp_path, caplog):
+    """Issue 24: solverstates gone (a resume would retrain from 0 over the caffemodels), and --data whose
+    records are smaller than the run's crop (Caffe would abort, and options.json would already point there)."""
+    from mrfnet.cli import main
+
+    run_dir = prepare_run(_options(dataset, tmp_path / "run", iterations=4, snapshot_every=4), ["test"])
+    train(run_dir)
+    options = (run_dir / "options.json").read_bytes()
+    small = tmp_path / "small"
+    small.mkdir()
+    make_pair_lmdb(small / "train_lmdb", [(blur[:8, :8], sharp[:8, :8]) for blur, sharp in _pairs(2, seed=3)])
+    assert main(["train", "--run-dir", str(run_dir), "--resume", "--data", str(small)]) == 1
+    assert f"--crop-size {CROP} is larger than the training records of {small}" in caplog.text
+    assert (run_dir / "options.json").read_bytes() == options
+    for state in (run_dir / "snapshots").glob("*.solverstate"):
+        state.unlink()
+    models = {path: path.read_bytes() for path in (run_dir / "snapshots").glob("*.caffemodel")}
+    assert main(["train", "--run-dir", str(run_dir), "--resume"]) == 1
+    assert "holds caffemodels but no solverstate" in caplog.text
+    assert {path: path.read_bytes() for path in (run_dir / "snapshots").glob("*.caffemodel")} == models
 
 
 def test_resume_and_weights_are_exclusive(dataset, tmp_path):

@@ -29,8 +29,9 @@ from mrfnet.infer.run_folder import (
     TRAIN_VAL,
     iteration_of,
     latest_caffemodel,
+    snapshot_files,
 )
-from mrfnet.infer.weights import check_finite, read_caffemodel
+from mrfnet.infer.weights import check_weights, inspect_deploy
 from mrfnet.runtime.caffe_env import CaffeError, child_environment, glog_failure, import_caffe, run_isolated
 from mrfnet.runtime.device import probe_gpu
 from mrfnet.runtime.doctor import probe_caffe
@@ -156,6 +157,32 @@ def check_ranks(options: TrainOptions, worlds: list[World]) -> None:
                              f"{named} rank(s); start {len(options.gpus)} ranks per host or name that many GPUs")
 
 
+def _check_start_weights(options: TrainOptions) -> None:
+    """Refuse --weights that Caffe would abort on or silently ignore: missing, empty (Caffe copies nothing
+    and the run trains from scratch), truncated, non-finite, or another net's (its shapes differ)."""
+    if not Path(options.weights).is_file():
+        raise FileNotFoundError(f"--weights {options.weights} does not exist")
+    with tempfile.TemporaryDirectory(prefix="mrfnet-weights-") as tmp:
+        deploy = Path(tmp) / DEPLOY
+        deploy.write_text(str(build_deploy(options.variant, height=options.crop_size, width=options.crop_size)))
+        check_weights(options.weights, inspect_deploy(deploy).param_shapes, deploy=f"the {options.variant} net")
+
+
+def _check_data(data: Path, crop_size: int) -> tuple[int, int]:
+    """(training, validation) records of a data_prep folder, refused (naming why) where Caffe would abort."""
+    train_lmdb, val_lmdb = data / "train_lmdb", data / "val_lmdb"
+    if not train_lmdb.is_dir():
+        raise FileNotFoundError(f"no training LMDB at {train_lmdb} (build one with `mrfnet data-prep`)")
+    records = check_pairs(train_lmdb)  # damaged or foreign: refused here, naming it, not by a Caffe CHECK later
+    val_records = check_pairs(val_lmdb) if val_lmdb.is_dir() else 0
+    side = smallest_side(train_lmdb)
+    if crop_size > side:  # Caffe's Data layer would abort on it
+        raise ValueError(f"--crop-size {crop_size} is larger than the training records of {data} ({side} pixels "
+                         f"on their short side): choose --crop-size {side} or less, or rebuild with a larger "
+                         "--patch-size")
+    return records, val_records
+
+
 def prepare_run(options: TrainOptions, argv: list[str], *, keep_lock: bool = False) -> Path:
     """Create the run folder with its options and generated prototxt; refuse an existing one.
 
@@ -168,23 +195,13 @@ def prepare_run(options: TrainOptions, argv: list[str], *, keep_lock: bool = Fal
         raise FileExistsError(f"run folder {run_dir} exists: continue it with --resume, or choose another --run-dir")
     data = Path(options.data)
     train_lmdb, val_lmdb = data / "train_lmdb", data / "val_lmdb"
-    if not train_lmdb.is_dir():
-        raise FileNotFoundError(f"no training LMDB at {train_lmdb} (build one with `mrfnet data-prep`)")
-    if options.weights:
-        if not Path(options.weights).is_file():
-            raise FileNotFoundError(f"--weights {options.weights} does not exist")
-        check_finite(read_caffemodel(options.weights), options.weights)  # truncated or diverged: refused here
+    records, val_records = _check_data(data, options.crop_size)
     if not 0 <= options.edge_alpha_at <= 1:
         raise ValueError(f"--edge-alpha-at is a fraction of the run in [0, 1], got {options.edge_alpha_at}")
     loss_schedule(options.loss_schedule, 1)  # reject a malformed schedule before any work
     check_val_every(options.val_every, val_lmdb, options.val_limit)
-    records = check_pairs(train_lmdb)  # damaged or foreign: refused here, naming it, not by a Caffe CHECK later
-    val_records = check_pairs(val_lmdb) if val_lmdb.is_dir() else 0
-    side = smallest_side(train_lmdb)
-    if options.crop_size > side:  # Caffe's Data layer would abort on it
-        raise ValueError(f"--crop-size {options.crop_size} is larger than the training records ({side} pixels "
-                         f"on their short side): choose --crop-size {side} or less, or rebuild with a larger "
-                         "--patch-size")
+    if options.weights:
+        _check_start_weights(options)
     schedule = _schedule(options, records)
 
     # Everything is written into a hidden sibling first and renamed into place at the end, so a failure
@@ -278,8 +295,7 @@ def _plan(run_dir: Path, resume: bool, data: Path | None, worlds: list[World] | 
     solverstate to resume, NCCL's id and the best val PSNR so far."""
     options = load_options(run_dir)
     if data is not None:
-        if not (Path(data) / "train_lmdb").is_dir():
-            raise FileNotFoundError(f"no training LMDB at {Path(data) / 'train_lmdb'}")
+        _check_data(Path(data), options.crop_size)  # before options.json points at it
         options = TrainOptions(**{**asdict(options), "data": str(Path(data).resolve())})
         write_json_atomic(run_dir / OPTIONS, asdict(options))
     world_size = len(worlds) if worlds else 1
@@ -296,6 +312,10 @@ def _plan(run_dir: Path, resume: bool, data: Path | None, worlds: list[World] | 
                                 "again without --resume")
     restore = resumable_solverstate(run_dir) if resume else None
     if resume and restore is None:
+        if snapshot_files(run_dir, ".caffemodel"):  # trained, but its solverstates are gone
+            raise FileNotFoundError(f"{run_dir / SNAPSHOT_DIR} holds caffemodels but no solverstate to resume from "
+                                    "(deleted?): a resume would start again at iteration 0 and overwrite them. "
+                                    "To start over, move the snapshots folder away (or train into a new --run-dir)")
         log.warning("no solverstate in %s yet: starting from iteration 0", run_dir / SNAPSHOT_DIR)
     # several GPUs: one process owns NCCL's bootstrap root and hands its id to all, as in python/train.py
     nccl_uid = caffe.NCCL.new_uid() if options.gpus and options.solvers > 1 else None
