@@ -9,6 +9,7 @@ transparent pixels: their colour is not what anyone sees. Outputs are PNG only (
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,11 @@ from PIL import Image
 
 from data_prep.atomic import write_atomic
 
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+ANIMATION_SUFFIXES = (".gif",)  # left out of folder scans, and said so
+MULTI_FRAME_SUFFIXES = (".gif", ".png", ".tif", ".tiff", ".webp")  # animations (APNG, WebP) and multi-page TIFF
 # The conversions load_image records (data-prep writes them into meta_info; deblur warns on 16 bits)
 FROM_16_BIT, FROM_GREY, ALPHA_SET_ASIDE = "16-bit rounded to 8-bit", "grayscale replicated to BGR", "alpha set aside"
 
@@ -47,6 +52,10 @@ def load_image(path: str | Path) -> LoadedImage:
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise ImageError(f"cannot read image {path}: not decodable (empty, corrupt or truncated file)")
+    frames = _frame_count(path) if path.suffix.lower() in MULTI_FRAME_SUFFIXES else 1
+    if frames > 1:  # OpenCV would silently take the first frame
+        raise ImageError(f"image {path} has {frames} frames (an animation or a multi-page file): save the frame "
+                         "you want as an image of its own")
     notes = []
     if image.dtype == np.uint16:
         image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
@@ -64,6 +73,15 @@ def load_image(path: str | Path) -> LoadedImage:
     if image.shape[2] != 3:
         raise ImageError(f"image {path} has {image.shape[2]} channels; expected 1, 3 or 4")
     return LoadedImage(image, notes=tuple(notes))
+
+
+def _frame_count(path: Path) -> int:
+    """Frames (pages) in the file by its header; 1 where PIL cannot tell (OpenCV decoded it already)."""
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "n_frames", 1)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 1
 
 
 def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
@@ -93,7 +111,7 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL reports bad headers with all three
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # bad headers; >178 Mpixels
         raise ImageError(f"cannot read image {path}: {exc}") from exc
     return height, width
 
@@ -108,14 +126,23 @@ def item_name(relative: str) -> str:
     return image_key(relative).replace("/", "_")
 
 
+def warn_left_out(folder: Path, files: list[Path]) -> None:
+    """Say which GIFs a folder scan leaves out (issue 24: they were dropped without a word)."""
+    animations = [path.name for path in files if path.suffix.lower() in ANIMATION_SUFFIXES]
+    if animations:
+        log.warning("%d GIF file(s) under %s left out (GIFs are not read; save the frame you want as PNG): %s",
+                    len(animations), folder, ", ".join(animations[:5]) + (", ..." if len(animations) > 5 else ""))
+
+
 def find_images(folder: Path) -> dict[str, Path]:
     """Image files under ``folder`` by relative POSIX path, sorted; an error if there are none."""
     if not folder.is_dir():
         raise FileNotFoundError(f"no folder {folder}")
-    found = {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*"))
-             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()}
+    files = [path for path in sorted(folder.rglob("*")) if path.is_file()]
+    found = {path.relative_to(folder).as_posix(): path for path in files if path.suffix.lower() in IMAGE_SUFFIXES}
     if not found:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    warn_left_out(folder, files)
     names: dict[str, str] = {}
     for relative in found:
         other = names.setdefault(item_name(relative), relative)

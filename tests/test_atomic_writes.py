@@ -53,3 +53,34 @@ def test_write_atomic_replaces_whole_files_and_keeps_other_errors(tmp_path):
         write_atomic(tmp_path / "missing" / "b.bin", b"x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
     assert issubclass(DiskFull, OSError)
+
+
+def test_one_line_refusals_of_issue_24_item_7(tmp_path, caplog):
+    """A damaged options.json names itself; `score --out` an existing file is refused before any work;
+    a multi-frame image is refused (OpenCV would take its first frame silently); GIFs left out of a
+    folder scan are named."""
+    from PIL import Image
+
+    from data_prep.images import ImageError, find_images, load_image
+    from mrfnet.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "options.json").write_text("{not json")
+    assert main(["train", "--run-dir", str(run), "--resume"]) == 1
+    assert f"{run / 'options.json'} is damaged" in caplog.text
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    assert main(["score", str(tmp_path / "m.caffemodel"), "--blur-dir", str(tmp_path), "--sharp-dir",
+                 str(tmp_path), "--out", str(taken)]) == 1
+    assert f"--out {taken} is a file" in caplog.text
+    frames = [Image.fromarray(np.full((8, 8, 3), value, np.uint8)) for value in (0, 120, 240)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageError, match="has 3 frames"):
+        load_image(tmp_path / "anim.gif")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    write_png(folder / "a.png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "anim.gif").rename(folder / "anim.gif")
+    assert list(find_images(folder)) == ["a.png"]
+    assert "1 GIF file(s) under" in caplog.text and "anim.gif" in caplog.text

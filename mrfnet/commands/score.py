@@ -14,6 +14,8 @@ from mrfnet.export.engines import resolve_source
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; score writes a folder there (summary.json, images.csv, ...)")
     metrics = MetricOptions(ssim=args.ssim, y_channel=args.y_channel, crop_border=args.crop_border)
     test_set = open_test_set(test_lmdb=args.test_lmdb, blur_dir=args.blur_dir, sharp_dir=args.sharp_dir,
                              name=args.test_name)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.images import FROM_16_BIT, IMAGE_SUFFIXES, LoadedImage, load_image, write_png
+from data_prep.images import FROM_16_BIT, IMAGE_SUFFIXES, LoadedImage, load_image, warn_left_out, write_png
 from mrfnet.infer.model import Engine, resolve_tile
 from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB, DEFAULT_OVERLAP
 
@@ -52,7 +52,9 @@ def plan_outputs(source: str | Path, target: str | Path) -> list[tuple[Path, Pat
         raise ValueError(f"input {source} is a folder, so the output {target} must be a folder, not a file")
     if target.resolve().is_relative_to(source.resolve()):
         raise ValueError(f"output folder {target} is inside the input folder {source}: choose another")
-    inputs = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in source.rglob("*") if p.is_file())
+    warn_left_out(source, files)
+    inputs = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     if not inputs:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
     plan = [(path, target / path.relative_to(source).with_suffix(".png")) for path in inputs]

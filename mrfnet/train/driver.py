@@ -254,7 +254,11 @@ def load_options(run_dir: Path) -> TrainOptions:
     path = run_dir / OPTIONS
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no options.json)")
-    return TrainOptions(**json.loads(path.read_text()))
+    try:
+        return TrainOptions(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:  # not JSON, or not this project's options
+        raise ValueError(f"{path} is damaged ({exc}): restore it from the run's command.txt, or start a new "
+                         "run") from None
 
 
 def _runtime_files(run_dir: Path, options: TrainOptions, restore: Path | None,
