@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
+from data_prep.atomic import write_atomic
 from mrfnet.export.onnx_graph import DEFAULT_OPSET, MIN_OPSET, caffe_to_onnx, check_supported
 from mrfnet.export.onnx_model import (
     PARAMETERS,
@@ -110,20 +109,8 @@ def verify(model: Model, proto: onnx.ModelProto, *, tolerance: float | None = PA
 
 
 def save_onnx(proto: onnx.ModelProto, path: str | Path) -> Path:
-    """Write ``proto`` to ``path`` through a temporary file in its folder: a kill leaves the old file or none."""
+    """Write ``proto`` to ``path`` whole or not at all (data_prep.atomic): a kill or a full disk leaves the old
+    file or none."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # as open() would make it, not mkstemp's owner-only mode
-        with os.fdopen(fd, "wb") as file:
-            file.write(proto.SerializeToString())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, proto.SerializeToString())

@@ -10,6 +10,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from data_prep.atomic import write_atomic
 from mrfnet.infer.run_folder import BEST_MODEL, BEST_RECORD, PROGRESS, SNAPSHOT_DIR
 from mrfnet.train.validation import COLUMNS as VAL_COLUMNS
 from mrfnet.train.validation import write_json_atomic
@@ -43,9 +44,7 @@ class _ProgressLog:
             path.unlink()
             return False
         rows = [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= start]
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(lines[0] + "".join(rows))
-        partial.replace(path)
+        write_atomic(path, (lines[0] + "".join(rows)).encode())
         return True
 
     def update(self, info: dict[str, Any]) -> None:

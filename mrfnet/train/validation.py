@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from data_prep.atomic import write_atomic
 from data_prep.records import iter_pairs
 from mrfnet.evaluate.metrics import MetricOptions, psnr, ssim
 from mrfnet.infer.tiling import predict, to_uint8
@@ -106,9 +107,7 @@ def check_val_every(val_every: int | None, val_lmdb: Path, val_limit: int | None
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def is_better(value: float, best: float | None) -> bool:
