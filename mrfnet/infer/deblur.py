@@ -45,7 +45,7 @@ def plan_outputs(source: str | Path, target: str | Path) -> list[tuple[Path, Pat
             return [(source, target / f"{source.stem}.png")]
         if target.suffix.lower() != ".png":
             raise ValueError(f"output {target}: outputs are written as PNG (lossless), give a .png name or a folder")
-        if target.resolve() == source.resolve() or (target.exists() and os.path.samefile(source, target)):
+        if target.exists() and os.path.samefile(source, target):  # the input itself, a symlink or a hard link
             raise ValueError(f"output {target} would overwrite the input (it is the same file)")
         return [(source, target)]
     if target.exists() and not target.is_dir():
