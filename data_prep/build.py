@@ -9,7 +9,9 @@ workers or the order they finish in.
 
 The whole output folder is built as ``<out>.partial`` and renamed to ``<out>`` at the end, so the
 splits, their meta_info and summary.json appear together or not at all; an existing ``<out>`` is
-replaced only with ``force`` and only once the new one is complete.
+replaced only with ``force`` and only once the new one is complete. A build that cannot fit is
+refused before it starts (its size is known from the plan), and a disk that fills anyway ends it
+with one DiskFull line naming ``<out>``, the staging folder removed and an older ``<out>`` untouched.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from data_prep.atomic import check_free_space, format_bytes, reporting_no_room, write_text_atomic
 from data_prep.blur import (
     MOTION_LENGTHS,
     apply_blur_patch,
@@ -44,9 +47,16 @@ from data_prep.blur import (
     synthesize_blur,
 )
 from data_prep.images import ImageError, read_image
-from data_prep.lmdb_writer import DEFAULT_MAP_SIZE, LmdbWriter, WriterStats, partial_path, replace_dir
+from data_prep.lmdb_writer import (
+    DEFAULT_MAP_SIZE,
+    LmdbWriter,
+    WriterStats,
+    partial_path,
+    record_footprint,
+    replace_dir,
+)
 from data_prep.patches import crop, patch_origins
-from data_prep.records import encode_pair
+from data_prep.records import encode_pair, encoded_pair_bytes
 from data_prep.sources import SPLITS, SYNTHETIC_SOURCES, Item, load_items
 
 log = logging.getLogger(__name__)
@@ -251,6 +261,16 @@ def worker_count(options: BuildOptions, tasks: list[Task]) -> int:
     return 1 if pixels < AUTO_WORKERS_MIN_PIXELS else min(os.cpu_count() or 1, len(tasks))
 
 
+def estimated_bytes(tasks: dict[str, list[Task]]) -> int:
+    """About the most disk the LMDBs of ``tasks`` will take, from the plan alone (before any image is decoded)."""
+    total = 0
+    for task in (task for split_tasks in tasks.values() for task in split_tasks):
+        height, width = ((task.patch_size, task.patch_size) if task.patch_size is not None
+                         else (task.item.height, task.item.width))  # augmentation keeps the pixel count
+        total += len(task.indices) * record_footprint(encoded_pair_bytes(height, width))
+    return total
+
+
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
@@ -296,25 +316,30 @@ def build_dataset(options: BuildOptions) -> dict[str, Any]:
     if staging.exists():
         log.warning("removing %s left by an interrupted build", staging)
         shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    needed = estimated_bytes(tasks)
+    log.debug("the LMDBs will take about %s", format_bytes(needed))
+    check_free_space(options.out, needed)  # an older <out> stays until the new one is complete: count it all
     try:
-        with ExitStack() as stack:  # on an error every writer aborts: no LMDB appears
-            writers = {split: stack.enter_context(LmdbWriter(staging / f"{split}_lmdb", map_size=options.map_size))
-                       for split in SPLITS if tasks[split]}
-            converted: Counter = Counter()
-            all_tasks = [task for split in SPLITS for task in tasks[split]]
-            workers = worker_count(options, all_tasks)
-            total = sum(len(task.indices) for task in all_tasks)
-            with tqdm(total=total, unit="pair", desc=f"data-prep {options.source}", disable=None) as bar:
-                for split, records, notes in _results(all_tasks, workers, stack):
-                    for key, value, meta in records:
-                        writers[split].put(key, value, meta)
-                    converted.update(notes)
-                    bar.update(len(records))
-        stats = {split: writer.stats for split, writer in writers.items()}
-        summary = _summary(options, tasks, stats, skipped, converted, workers, time.perf_counter() - start)
-        (staging / SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        replace_dir(staging, options.out)
+        with reporting_no_room(options.out):  # a full disk: one line naming <out>, which stays as it was
+            staging.mkdir(parents=True)
+            with ExitStack() as stack:  # on an error every writer aborts: no LMDB appears
+                writers = {split: stack.enter_context(LmdbWriter(staging / f"{split}_lmdb",
+                                                                 map_size=options.map_size))
+                           for split in SPLITS if tasks[split]}
+                converted: Counter = Counter()
+                all_tasks = [task for split in SPLITS for task in tasks[split]]
+                workers = worker_count(options, all_tasks)
+                total = sum(len(task.indices) for task in all_tasks)
+                with tqdm(total=total, unit="pair", desc=f"data-prep {options.source}", disable=None) as bar:
+                    for split, records, notes in _results(all_tasks, workers, stack):
+                        for key, value, meta in records:
+                            writers[split].put(key, value, meta)
+                        converted.update(notes)
+                        bar.update(len(records))
+            stats = {split: writer.stats for split, writer in writers.items()}
+            summary = _summary(options, tasks, stats, skipped, converted, workers, time.perf_counter() - start)
+            write_text_atomic(staging / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+            replace_dir(staging, options.out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

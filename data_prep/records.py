@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 CHANNELS = 6
 CHANNEL_ORDER = "BGR"
 REBUILD = "rebuild it with `mrfnet data-prep`"
+DATUM_FIELDS_BYTES = 32  # at most, around the pixels: channels, height, width, label and data's tag and length
 
 
 class LmdbError(ValueError):
@@ -37,6 +38,11 @@ def encode_pair(blur_bgr: np.ndarray, sharp_bgr: np.ndarray) -> bytes:
     datum = caffe_pb2.Datum(channels=CHANNELS, height=chw.shape[1], width=chw.shape[2],
                             data=np.ascontiguousarray(chw).tobytes(), label=0)
     return datum.SerializeToString()
+
+
+def encoded_pair_bytes(height: int, width: int) -> int:
+    """At most the size of encode_pair's output for two images of ``height`` x ``width``, known before encoding."""
+    return CHANNELS * height * width + DATUM_FIELDS_BYTES
 
 
 def _pair_datum(value: bytes) -> caffe_pb2.Datum:

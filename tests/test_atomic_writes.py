@@ -1,21 +1,34 @@
 """Files the project writes are whole or absent, and a full disk is said as such (issue 24).
 
 The full disk is a file-size limit (RLIMIT_FSIZE, in a child process that ignores SIGXFSZ, so a write
-past it fails with EFBIG as one past a full disk fails with ENOSPC): the PNG is not written, no
-temporary file is left, and an older file of that name is byte-identical afterwards.
+past it fails with EFBIG as one past a full disk fails with ENOSPC; LMDB turns its short write into
+EIO): the file is not written, no temporary file or staging folder is left, and an older file of that
+name is byte-identical afterwards.
 """
 
 from __future__ import annotations
 
+import re
+import resource
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
+from image_files import random_image, write_image
 
-from data_prep.atomic import DiskFull, write_atomic
+from data_prep.atomic import DiskFull, atomic_output, check_free_space, free_bytes, write_atomic
 from data_prep.images import write_png
+from mrfnet.cli import main
+
+# The line a failed write ends with; the reason in brackets is the system's (or LMDB's) own.
+NO_ROOM_LINE = (r"{path} \(({reasons}); [\d.]+ [MG]B free there\): the disk is full, or a quota or file-size limit "
+                r"refused the write; nothing was written under that name")
+CAFFE_LOG = "".join(f"I0101 00:00:00.000000  1 solver.cpp:218] Iteration {i} (1 iter/s, 1s/2 iters), loss = {loss}\n"
+                    f"I0101 00:00:00.000000  1 sgd_solver.cpp:105] Iteration {i}, lr = 0.01\n"
+                    for i, loss in ((0, 1.5), (2, 1.2), (4, 0.9)))
 
 SCRIPT = textwrap.dedent("""
     import resource, signal, sys
@@ -84,3 +97,76 @@ def test_one_line_refusals_of_issue_24_item_7(tmp_path, caplog):
     (tmp_path / "anim.gif").rename(folder / "anim.gif")
     assert list(find_images(folder)) == ["a.png"]
     assert "1 GIF file(s) under" in caplog.text and "anim.gif" in caplog.text
+
+
+def run_cli_with_file_size_limit(argv: list[str], limit: int) -> subprocess.CompletedProcess:
+    """`mrfnet ARGV` in a child whose every file is limited to ``limit`` bytes: a full disk, for one process."""
+    return subprocess.run([sys.executable, "-m", "mrfnet.cli", *argv], capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+
+
+def error_line(done: subprocess.CompletedProcess) -> str:
+    """The one ERROR line of a command's log, its message alone; no traceback beside it."""
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output, output
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, output
+    return errors[0].split(" ERROR mrfnet: ", 1)[1]
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones too) with its bytes."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_check_free_space_refuses_a_need_beyond_the_free_space(tmp_path):
+    target = tmp_path / "not" / "made" / "yet"  # the check looks at the nearest existing folder
+    check_free_space(target, 1 << 20)
+    free = free_bytes(tmp_path)
+    with pytest.raises(DiskFull) as refused:  # one line on the command line
+        check_free_space(target, free + (1 << 40))
+    assert re.fullmatch(rf"not enough free space to write {re.escape(str(target))}: it needs about [\d.]+ GB plus "
+                        r"67\.1 MB to spare, and [\d.]+ [MG]B are free there; free some space or write elsewhere",
+                        str(refused.value))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_output_keeps_the_suffix_and_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "figure.png"
+    with atomic_output(target) as partial:
+        assert partial.parent == tmp_path and partial.suffix == ".png" and partial.name.startswith(".")
+        partial.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    with pytest.raises(RuntimeError), atomic_output(target) as partial:
+        partial.write_bytes(b"half")
+        raise RuntimeError("the writer failed")
+    assert tree(tmp_path) == {"figure.png": b"new"}
+
+
+def test_data_prep_on_a_full_disk_is_one_line_and_keeps_the_older_output(tmp_path):
+    root = tmp_path / "images"
+    for index in range(6):
+        write_image(root / f"img{index}.png", random_image(40, 50, seed=index))
+    out = tmp_path / "out"
+    argv = ["data-prep", "--source", "visdrone", "--root", str(root), "--out", str(out), "--patch-size", "16",
+            "--workers", "1", "--val-fraction", "0", "--test-fraction", "0"]
+    assert main(argv) == 0
+    before = tree(out)
+    done = run_cli_with_file_size_limit([*argv, "--force", "--seed", "3"], 32 << 10)  # data.mdb is ~200 KB
+    assert done.returncode == 1
+    reasons = "mdb_txn_commit: Input/output error|mdb_txn_commit: File too large"
+    assert re.fullmatch("no room to write " + NO_ROOM_LINE.format(path=re.escape(str(out)), reasons=reasons),
+                        error_line(done))
+    assert tree(out) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["images", "out"]  # no out.partial, no out.old
+
+
+def test_plot_log_on_a_full_disk_keeps_the_previous_figure(tmp_path):
+    (tmp_path / "caffe.log").write_text(CAFFE_LOG)
+    (tmp_path / "log.png").write_bytes(b"the previous figure")
+    done = run_cli_with_file_size_limit(["plot-log", str(tmp_path)], 8 << 10)  # the CSV fits, the PNG does not
+    assert done.returncode == 1
+    assert re.fullmatch("no room to write " + NO_ROOM_LINE.format(path=re.escape(str(tmp_path / "log.png")),
+                                                                  reasons="File too large"), error_line(done))
+    assert tree(tmp_path) == {"caffe.log": CAFFE_LOG.encode(), "log.png": b"the previous figure",
+                              "train.csv": b"iteration,loss,lr\r\n0,1.5,0.01\r\n2,1.2,0.01\r\n4,0.9,0.01\r\n"}

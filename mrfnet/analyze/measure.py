@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from data_prep.atomic import write_text_atomic
 from mrfnet.export.exporter import caffe_params
 from mrfnet.export.onnx_graph import caffe_to_onnx
 from mrfnet.export.onnx_model import OnnxModel
@@ -198,5 +199,5 @@ def write_deploy(variant: str, height: int, width: int, batch: int, folder: Path
     net = build_deploy(variant, height=height, width=width, batch_size=batch, share_blobs=not train)
     net.force_backward = train
     path = folder / f"{variant}_{width}x{height}_b{batch}{'_train' if train else ''}.prototxt"
-    path.write_text(str(net))
+    write_text_atomic(path, str(net))
     return str(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime
 import hashlib
+import io
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from data_prep.atomic import atomic_output, write_text_atomic
 from data_prep.images import write_png
 from mrfnet.evaluate import montage as montage_module
 from mrfnet.evaluate.metrics import MetricOptions, psnr, ssim
@@ -215,13 +217,15 @@ def tiling_info(tile: Tile, overlap: int) -> dict[str, Any]:
 
 
 def write_image_csv(rows: Sequence[ImageScore], path: Path) -> None:
+    """images.csv: one row per image, written whole or not at all (data_prep.atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(ImageScore.__dataclass_fields__))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: (f"{value:.6f}" if isinstance(value, float) else value)
-                             for key, value in asdict(row).items()})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(ImageScore.__dataclass_fields__))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: (f"{value:.6f}" if isinstance(value, float) else value)
+                         for key, value in asdict(row).items()})
+    write_text_atomic(path, text.getvalue())
 
 
 def _score(source: ModelSource, test_set: TestSet, *, kind: str, out_dir: str | Path | None, label: str | None,
@@ -254,7 +258,7 @@ def _score(source: ModelSource, test_set: TestSet, *, kind: str, out_dir: str | 
                          engine=scorer.engine)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / SUMMARY).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        write_text_atomic(out / SUMMARY, json.dumps(report.to_json(), indent=2) + "\n")
         if kind == "run":
             write_iteration_csv(report, out / "score.csv")
             plot_iterations(report, out / "score.png")
@@ -303,14 +307,15 @@ def score_run(run_dir: str | Path, test_set: TestSet | None = None, *, test_lmdb
 
 
 def write_iteration_csv(report: ScoreReport, path: Path) -> None:
-    """score.csv of a run: one row per snapshot, with the blurry baseline repeated for plotting."""
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["iteration", "psnr", "ssim", "blur_psnr", "blur_ssim", "images", "caffemodel"])
-        for result in report.results:
-            writer.writerow([result.iteration, f"{result.psnr:.6f}", f"{result.ssim:.6f}",
-                             f"{report.baseline['psnr']:.6f}", f"{report.baseline['ssim']:.6f}", len(result.images),
-                             result.caffemodel])
+    """score.csv of a run: one row per snapshot, with the blurry baseline repeated for plotting (written whole)."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["iteration", "psnr", "ssim", "blur_psnr", "blur_ssim", "images", "caffemodel"])
+    for result in report.results:
+        writer.writerow([result.iteration, f"{result.psnr:.6f}", f"{result.ssim:.6f}",
+                         f"{report.baseline['psnr']:.6f}", f"{report.baseline['ssim']:.6f}", len(result.images),
+                         result.caffemodel])
+    write_text_atomic(path, text.getvalue())
 
 
 def plot_iterations(report: ScoreReport, path: Path) -> None:
@@ -335,7 +340,8 @@ def plot_iterations(report: ScoreReport, path: Path) -> None:
                      f"{', crop ' + str(report.metrics['crop_border']) if report.metrics['crop_border'] else ''}",
                      fontsize=10)
         fig.tight_layout()
-        fig.savefig(path)
+        with atomic_output(path) as partial:
+            fig.savefig(partial)
         plt.close(fig)
 
 

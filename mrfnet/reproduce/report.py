@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from data_prep.atomic import atomic_output, write_text_atomic
 from mrfnet.reproduce.claims import (
     ABLATION_GROUPS,
     HEADLINE,
@@ -77,7 +78,8 @@ def _plot_losses(curves: dict[str, dict[str, list[float]]], runs: list[str], pat
         axes.set_yscale("log")
         axes.set_title(title)
         axes.legend(fontsize=7)
-        figure.savefig(path)
+        with atomic_output(path) as partial:
+            figure.savefig(partial)
         plt.close(figure)
 
 
@@ -97,7 +99,8 @@ def _plot_val(curves: dict[str, dict[str, list[float]]], runs: list[str], path: 
             axes.set_ylabel("val PSNR gain over the blurry input (dB)")
             axes.set_title(title)
             axes.legend(fontsize=7)
-        figure.savefig(path)
+        with atomic_output(path) as partial:
+            figure.savefig(partial)
         plt.close(figure)
 
 
@@ -243,7 +246,7 @@ def write_report(report_dir: str | Path) -> Path:
     report_dir = Path(report_dir)
     results, curves = load(report_dir)
     path = report_dir / REPORT
-    path.write_text("\n".join(_sections(results, curves, report_dir)))
+    write_text_atomic(path, "\n".join(_sections(results, curves, report_dir)))
     log.info("wrote %s", path)
     return path
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import re
 from collections import defaultdict
 from pathlib import Path
 
+from data_prep.atomic import atomic_output, write_text_atomic
 from mrfnet.infer.run_folder import CAFFE_LOG, PROGRESS
 from mrfnet.train.validation import COLUMNS as VAL_COLUMNS
 
@@ -51,11 +53,13 @@ def parse_caffe_log(text: str) -> tuple[list[dict[str, float]], list[dict[str, f
 
 
 def write_csv(rows: list[dict[str, float]], path: Path) -> None:
+    """Write ``rows`` as a CSV whole or not at all: a full disk keeps the previous file (data_prep.atomic)."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 def read_validation(progress: Path) -> list[dict[str, float]]:
@@ -105,7 +109,8 @@ def plot(train: list[dict[str, float]], test: list[dict[str, float]], path: Path
             axis.grid(True, alpha=0.3)
         fig.suptitle(title)
         fig.tight_layout()
-        fig.savefig(path)
+        with atomic_output(path) as partial:
+            fig.savefig(partial)
         plt.close(fig)
 
 
