@@ -118,3 +118,18 @@ def test_a_copied_run_folder_resumes_from_its_own_snapshots(dataset, tmp_path, c
     result = train(copy, resume=True)
     assert "skipping snapshot lwrefinenet_iter_8.solverstate" in caplog.text  # not resumed from the original's
     assert result.iteration == 8 and (copy / "snapshots" / "lwrefinenet_iter_8.caffemodel").stat().st_size > 0
+
+
+def test_a_second_main_job_on_one_work_folder_is_refused(tmp_path, caplog):
+    """`mrfnet reproduce` holds its work folder (data and runs) for the whole job."""
+    work_dir = tmp_path / "work"
+    work_dir.mkdir()
+    holder = _holder(work_dir)
+    try:
+        with caplog.at_level(logging.ERROR):
+            assert main(["reproduce", "--quick", "--work-dir", str(work_dir), "--reports", str(tmp_path)]) == 1
+        assert f"{work_dir} is in use by PID {holder.pid} (" in caplog.text
+        assert sorted(work_dir.iterdir()) == [] and not (tmp_path / "quick").exists()
+    finally:
+        holder.kill()
+        holder.wait()

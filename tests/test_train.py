@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from mrfnet.infer.weights import nonfinite_values, read_caffemodel
 from mrfnet.train.driver import TrainingError, TrainOptions, prepare_run, train
 from mrfnet.train.loss_schedule import loss_schedule
+from netgen import build_deploy
 from tests.scoring_helpers import make_pair_lmdb
 
 SIDE = 24
@@ -398,3 +400,128 @@ def test_a_moved_run_folder_resumes_with_its_data_moved_too(dataset, tmp_path):
     assert main(["train", "--run-dir", str(moved), "--resume", "--data", str(moved_data)]) == 0
     assert (moved / "snapshots" / "lwrefinenet_iter_8.caffemodel").is_file() and not run_dir.exists()
     assert json.loads((moved / "options.json").read_text())["data"] == str(moved_data.resolve())
+
+
+def _set_max_iter(run_dir: Path, max_iter: int) -> None:
+    solver = run_dir / "solver.prototxt"
+    solver.write_text(re.sub(r"max_iter: \d+", f"max_iter: {max_iter}", solver.read_text()))
+
+
+def test_a_snapshot_whose_progress_row_was_never_written_is_not_resumed_from(caffe, dataset, tmp_path, caplog):
+    """The parent killed between its solver's snapshot and writing that row (issue 24): the resume goes back to
+    the newest snapshot whose row is on record, so no row is missing, and ends at the uninterrupted weights."""
+    straight = prepare_run(_options(dataset, tmp_path / "straight"), ["test"])
+    train(straight)
+    run_dir = prepare_run(_options(dataset, tmp_path / "run"), ["test"])
+    train(run_dir)
+    progress = run_dir / "progress.csv"
+    progress.write_text("".join(progress.read_text().splitlines(keepends=True)[:7]))  # header + rows 1-6
+    assert train(run_dir, resume=True).iteration == 8
+    assert "skipping snapshot lwrefinenet_iter_8.solverstate: its progress row was never recorded" in caplog.text
+    assert [int(r["iteration"]) for r in _progress(run_dir)] == list(range(1, 9))
+    expected, got = _weights(caffe, straight, 8), _weights(caffe, run_dir, 8)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+
+
+def test_a_validation_a_stop_cut_short_is_scored_on_resume(dataset, tmp_path):
+    """A stop during validation leaves that row without its scores (it must not wait for a whole validation:
+    mpirun kills a second after its SIGTERM); the resume scores the restored weights first and fills them in."""
+    run_dir = prepare_run(_options(dataset, tmp_path / "run", val_every=4), ["test"])
+    train(run_dir)
+    progress = run_dir / "progress.csv"
+    scored = _progress(run_dir)[-1]
+    lines = progress.read_text().splitlines(keepends=True)
+    cells = lines[-1].rstrip("\r\n").split(",")
+    lines[-1] = ",".join(cells[:-3] + ["", "", ""]) + "\r\n"  # what a stop during iteration 8's validation leaves
+    progress.write_text("".join(lines))
+    assert train(run_dir, resume=True).iteration == 8
+    rows = _progress(run_dir)
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 9))
+    assert rows[-1] == scored
+
+
+def test_sigterm_then_sigkill_loses_no_progress_row_or_validation(dataset, tmp_path):
+    """What mpirun does to every process at a time limit (SIGTERM, SIGKILL a second later), wherever it lands:
+    after a resume, progress.csv holds every iteration once, each with its validation."""
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "mrfnet.cli", "train", "--run-dir", str(run_dir), "--data", str(dataset),
+               "--variant", "lwrefinenet", "--batch-size", "2", "--crop-size", str(CROP), "--iterations", "12",
+               "--snapshot-every", "3", "--val-every", "1", "--loss-schedule", "uniform"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(_progress(run_dir) if _has_rows(run_dir / "progress.csv") else []) < 4:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGTERM)
+    time.sleep(1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert train(run_dir, resume=True).iteration == 12
+    rows = _progress(run_dir)
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 13))
+    assert all(row["val_psnr"] for row in rows), [row["iteration"] for row in rows if not row["val_psnr"]]
+
+
+def _train_with_file_limit(arguments: list[str], limit: int) -> subprocess.CompletedProcess:
+    """`mrfnet train` under a file-size limit, as on a full disk (Python ignores SIGXFSZ: writes fail, EFBIG)."""
+    import resource
+
+    return subprocess.run([sys.executable, "-m", "mrfnet.cli", "train", *arguments], capture_output=True, text=True,
+                          timeout=300, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+
+
+def _one_error_line(done: subprocess.CompletedProcess) -> str:
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert done.returncode == 1 and len(errors) == 1, done.stderr
+    assert "Traceback" not in done.stderr and "F0" not in done.stderr, done.stderr
+    return errors[0]
+
+
+def test_a_snapshot_caffe_cannot_write_is_one_line_and_leaves_the_older_ones(dataset, tmp_path):
+    """A file-size limit (as a full disk) refuses Caffe's snapshot write: one line saying so and where (not
+    Caffe's F-line), no half-written file; a resume the disk cannot hold leaves the older snapshot as it was."""
+    limit = 8 * 2**20  # above the logs' size, below a caffemodel's (18 MB)
+    run_dir = tmp_path / "run"
+    done = _train_with_file_limit(["--run-dir", str(run_dir), "--data", str(dataset), "--variant", "lwrefinenet",
+                                   "--batch-size", "2", "--crop-size", str(CROP), "--iterations", "4",
+                                   "--snapshot-every", "4"], limit)
+    error = _one_error_line(done)
+    snapshots = run_dir / "snapshots"
+    assert f"Caffe could not write {snapshots.resolve()}/lwrefinenet_iter_4.caffemodel.partial" in error
+    assert "the disk is full, or a quota or file-size limit refused the write" in error
+    assert not list(snapshots.iterdir())
+    assert (run_dir / "caffe.log").stat().st_size < limit / 4
+
+    assert train(run_dir, resume=True).iteration == 4  # room again: it trains from the start
+    before = {path.name: path.read_bytes() for path in snapshots.iterdir()}
+    _set_max_iter(run_dir, 8)
+    error = _one_error_line(_train_with_file_limit(["--run-dir", str(run_dir), "--resume"], limit))
+    assert "no room to write " in error and "/mrfnet-train-" in error  # the solverstate's copy (36 MB) in TMPDIR
+    assert {path.name: path.read_bytes() for path in snapshots.iterdir()} == before
+    assert train(run_dir, resume=True).iteration == 8
+
+
+def test_snapshot_room_is_checked_before_writing(caffe, tmp_path):
+    import shutil
+
+    from mrfnet.train.snapshots import snapshot_bytes, snapshot_shortfall
+
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(str(build_deploy("lwrefinenet", height=16, width=16)))
+    net = caffe.Net(str(deploy), caffe.TEST)
+    parameters = sum(blob.count for blobs in net.params.values() for blob in blobs)
+    assert snapshot_bytes(net) > 3 * 4 * parameters
+    assert snapshot_shortfall(tmp_path, snapshot_bytes(net)) is None
+    message = snapshot_shortfall(tmp_path, shutil.disk_usage(tmp_path).free + 2**30)
+    assert message.startswith("the disk is full: ") and f"free in {tmp_path}" in message
+
+
+def test_a_batch_caffe_cannot_hold_is_refused_in_one_line(dataset, tmp_path, caplog):
+    from mrfnet.cli import main
+
+    command = ["train", "--run-dir", str(tmp_path / "run"), "--data", str(dataset), "--variant", "lwrefinenet",
+               "--batch-size", "1000000000", "--crop-size", str(CROP), "--iterations", "2"]
+    assert main(command) == 1
+    assert "over Caffe's limit of 2^31-1: at most" in caplog.text
+    assert not (tmp_path / "run").exists()

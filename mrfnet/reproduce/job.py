@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from data_prep.atomic import write_text_atomic
 from data_prep.build import BuildOptions, build_dataset
 from data_prep.sources import EMBEDDED
 from mrfnet.analyze import table1 as netgen_report
@@ -23,6 +24,7 @@ from mrfnet.reproduce.paper import PAPER_TABLE_III
 from mrfnet.reproduce.report import CURVES, REPORT, RESULTS, VARIANT_ORDER, summary_lines, write_report
 from mrfnet.runtime.caffe_env import run_isolated
 from mrfnet.runtime.doctor import probe_caffe
+from mrfnet.runtime.folder_lock import holding
 from mrfnet.runtime.machine import cpu_model
 from mrfnet.train.driver import TrainOptions, prepare_run, train
 from netgen.sizes import size_label
@@ -187,9 +189,12 @@ def train_run(work_dir: Path, name: str, spec: RunSpec, budget: Budget, records:
         shutil.rmtree(run_dir)
     if run_dir.exists():
         log.info("%s: resuming from its newest snapshot that verifies", name)
-        result = train(run_dir, resume=True)
+        with holding(run_dir):  # a `mrfnet train --resume` of it meanwhile is refused, naming this process
+            result = train(run_dir, resume=True)
     else:
-        result = train(prepare_run(options, ["mrfnet", "reproduce"]))
+        run_dir = prepare_run(options, ["mrfnet", "reproduce"], keep_lock=True)
+        with holding(run_dir):
+            result = train(run_dir)
     if result.status != "finished" or result.snapshot != final:
         raise RuntimeError(f"{name} stopped at iteration {result.iteration}: run `mrfnet reproduce` again to resume")
     return final
@@ -219,6 +224,12 @@ def blurry_val(run_dir: Path) -> dict[str, float]:
 def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, command: str) -> Path:
     """Every stage, then the report; returns the report folder."""
 
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with holding(work_dir):  # a second main job on this work folder is refused, naming this one
+        return _reproduce(name, work_dir, report_root, budget, command)
+
+
+def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, command: str) -> Path:
     log.info("the main job (%s): about %d minutes on a 2-core CPU with Caffe built; work folder %s",
              name, budget.minutes, work_dir)
     began = time.monotonic()
@@ -283,7 +294,7 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
         "montages": montages, "seconds": seconds,
         "metric": "skimage SSIM (Gaussian, sigma 1.5), PSNR on RGB 0..255, no border crop",
     }
-    (report_dir / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
+    write_text_atomic(report_dir / RESULTS, json.dumps(results, indent=2) + "\n")
     write_report(report_dir)
     for line in summary_lines(report_dir):
         log.info("%s", line)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import multiprocessing
+import re
 import shlex
 import shutil
 import signal
@@ -17,6 +19,7 @@ from typing import Any
 
 from google.protobuf import text_format
 
+from data_prep.atomic import DiskFull, format_bytes, free_bytes, reporting_no_room
 from data_prep.records import check_pairs, smallest_side
 from mrfnet.infer.run_folder import (
     BEST_MODEL,
@@ -36,8 +39,9 @@ from mrfnet.runtime.caffe_env import CaffeError, child_environment, glog_failure
 from mrfnet.runtime.device import probe_gpu
 from mrfnet.runtime.doctor import probe_caffe
 from mrfnet.runtime.folder_lock import hold, release
+from mrfnet.train.footprint import check_batch
 from mrfnet.train.loss_schedule import loss_schedule
-from mrfnet.train.progress import _ProgressLog
+from mrfnet.train.progress import _ProgressLog, recorded_rows
 from mrfnet.train.ranks import AgentProcess, Ranks, World
 from mrfnet.train.schedule import HALVE_EVERY_EPOCHS, Schedule, write_solver
 from mrfnet.train.snapshots import SnapshotKeeper, TrainingError, learned_net, resumable_solverstate
@@ -203,6 +207,7 @@ def prepare_run(options: TrainOptions, argv: list[str], *, keep_lock: bool = Fal
     if options.weights:
         _check_start_weights(options)
     schedule = _schedule(options, records)
+    check_batch(options.variant, options.crop_size, schedule.batch_per_gpu, on_cpu=not options.gpus)
 
     # Everything is written into a hidden sibling first and renamed into place at the end, so a failure
     # part-way leaves no half-made run folder (the generated files name the final folder). Its lock,
@@ -284,6 +289,7 @@ def _runtime_files(run_dir: Path, options: TrainOptions, restore: Path | None,
     solver = text_format.Parse((run_dir / SOLVER).read_text(), caffe_pb2.SolverParameter())
     solver.net = str(folder / TRAIN_VAL)
     solver.snapshot_prefix = str(run_dir / solver.snapshot_prefix)  # an absolute prefix (an older run) stays
+    solver.snapshot = 0  # the solving loop snapshots (mrfnet.train.worker), each after its progress row
     (folder / SOLVER).write_text(str(solver))
     if restore is None:
         return folder / SOLVER, None
@@ -314,7 +320,9 @@ def _plan(run_dir: Path, resume: bool, data: Path | None, worlds: list[World] | 
     if not (run_dir / SOLVER).is_file():
         raise FileNotFoundError(f"{run_dir} was not fully created (no solver.prototxt): remove it and start the run "
                                 "again without --resume")
-    restore = resumable_solverstate(run_dir) if resume else None
+    recorded = recorded_rows(run_dir)
+    restore = resumable_solverstate(run_dir, recorded=set(recorded) if recorded is not None else None) \
+        if resume else None
     if resume and restore is None:
         if snapshot_files(run_dir, ".caffemodel"):  # trained, but its solverstates are gone
             raise FileNotFoundError(f"{run_dir / SNAPSHOT_DIR} holds caffemodels but no solverstate to resume from "
@@ -328,7 +336,20 @@ def _plan(run_dir: Path, resume: bool, data: Path | None, worlds: list[World] | 
                          "tools/caffe-patches/gpu/0003-pycaffe-nccl-uid-all-bytes.patch (rebuild it)")
     best = json.loads((run_dir / BEST_RECORD).read_text()) if (restore and (run_dir / BEST_RECORD).is_file()) else None
     return {"options": asdict(options), "restore": str(restore) if restore else None, "nccl_uid": nccl_uid,
-            "best_psnr": best["val_psnr"] if best else None}
+            "best_psnr": best["val_psnr"] if best else None,
+            "validate_first": _validation_cut_short(run_dir, options, restore, recorded)}
+
+
+def _validation_cut_short(run_dir: Path, options: TrainOptions, restore: Path | None,
+                          recorded: dict[int, bool] | None) -> bool:
+    """Whether the restored iteration was due a validation that a stop cut short (its row has none)."""
+    if restore is None or not options.val_every or not recorded:
+        return False
+    from caffe.proto import caffe_pb2
+
+    start = iteration_of(restore)
+    max_iter = text_format.Parse((run_dir / SOLVER).read_text(), caffe_pb2.SolverParameter()).max_iter
+    return (start % options.val_every == 0 or start == max_iter) and recorded.get(start) is False
 
 
 def train(run_dir: Path, *, resume: bool = False, data: Path | None = None, ranks: Ranks | None = None) -> TrainResult:
@@ -353,7 +374,8 @@ def train(run_dir: Path, *, resume: bool = False, data: Path | None = None, rank
     leader = world is None or world.leader
     here = run_dir.resolve()
     with tempfile.TemporaryDirectory(prefix="mrfnet-train-") as tmp:
-        solver_path, state_path = _runtime_files(run_dir, options, restore, Path(tmp))
+        with reporting_no_room(tmp):  # this start's solver files (a solverstate's copy: tens of MB); TMPDIR moves it
+            solver_path, state_path = _runtime_files(run_dir, options, restore, Path(tmp))
         job = SolveJob(solver_path=str(solver_path), log_path=str(here / CAFFE_LOG),
                        loss_schedule=schedule, edge_alpha_from=round(options.edge_alpha_at * solver_param.max_iter),
                        restore=str(state_path) if state_path else None,
@@ -361,7 +383,8 @@ def train(run_dir: Path, *, resume: bool = False, data: Path | None = None, rank
                        nccl_uid=plan["nccl_uid"], val_every=options.val_every,
                        val_lmdb=str(Path(options.data) / "val_lmdb"), val_limit=options.val_limit,
                        deploy_path=str(here / DEPLOY), best_path=str(here / SNAPSHOT_DIR / BEST_MODEL),
-                       best_psnr=plan["best_psnr"])
+                       best_psnr=plan["best_psnr"], snapshot_dir=str(here / SNAPSHOT_DIR),
+                       snapshot_every=solver_param.snapshot, validate_first=plan["validate_first"])
         if world is not None:  # only rank 0 writes the run folder; the others' glog stays on their host
             jobs = [replace(job, rank=world.rank, device=options.gpus[world.local_rank] if options.gpus else None,
                             log_path=job.log_path if leader else str(Path(tmp) / f"caffe-rank{world.rank}.log"))]
@@ -383,6 +406,10 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
     records progress and prunes snapshots."""
     processes: list[Any] = []
     connections: list[Any] = []
+    log_path = Path(jobs[0].log_path)
+    log_start = log_path.stat().st_size if log_path.is_file() else 0  # this start's lines follow
+    if leader:
+        _remove_partial_snapshots(run_dir)
     if agent is not None:
         agent.conn.send(("solve", jobs[0]))
         processes, connections = [agent], [agent.conn]
@@ -425,13 +452,22 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
                 if kind == "progress" and progress is not None:
                     progress.update(info)
                     keeper.prune()
-                elif kind in ("finished", "stopped", "nonfinite") and conn is connections[0]:
+                elif kind == "validation" and progress is not None:
+                    progress.fill_validation(info["iteration"], info["val"])
+                elif kind in ("finished", "stopped", "nonfinite", "diskfull") and conn is connections[0]:
                     outcome = (kind, info)
                 elif kind == "nonfinite":
                     outcome = outcome or (kind, info)
         for process in processes:
             process.join()
         keeper.prune()
+    except BaseException:
+        for process in processes:  # this process cannot go on recording (a full disk, say): they stop too
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join()
+        raise
     finally:
         if progress is not None:
             progress.close()
@@ -444,11 +480,16 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
         log.info("stopped before the first iteration; latest snapshot %s", snapshot)
         return TrainResult(status="stopped", iteration=start, snapshot=snapshot, seconds=seconds)
     if outcome is None:
-        log_path = Path(jobs[0].log_path)
-        failure = glog_failure(log_path.read_text(errors="replace")) if log_path.is_file() else "(no log)"
+        failure = glog_failure(_log_since(log_path, log_start))
+        if leader and (refused := _refused_write(failure)) is not None:
+            _remove_partial_snapshots(run_dir)
+            raise DiskFull(errno.ENOSPC, f"{_room_report(refused)}; the latest whole snapshot is {snapshot}: make "
+                                         "room and resume with --resume")
         codes = [p.exitcode for p in processes]
         raise CaffeError(f"the solver process died (exit codes {codes}); from {log_path}:\n{failure}")
     kind, info = outcome
+    if kind == "diskfull":
+        raise DiskFull(errno.ENOSPC, f"{info['message']} (iteration {info['iteration']}; latest snapshot {snapshot})")
     if kind == "nonfinite":
         raise TrainingError(f"the loss became non-finite at iteration {info['iteration']} ({info['losses']}); "
                             f"training stopped; last good snapshot: {snapshot or 'none yet'}. "
@@ -456,3 +497,35 @@ def _supervise(run_dir: Path, jobs: list[SolveJob], start: int, max_iter: int, b
     log.log(logging.INFO if leader else logging.DEBUG, "%s at iteration %d after %.1f s; latest snapshot %s", kind,
             info["iteration"], seconds, snapshot)
     return TrainResult(status=kind, iteration=info["iteration"], snapshot=snapshot, seconds=seconds)
+
+
+# how a write that Caffe could not finish ends its log (tools/caffe-patches/0006: io.cpp's checks)
+REFUSED_WRITE = re.compile(r"cannot (?:open|write|reopen|flush|rename) (\S+?)(?: for writing| to disk| to .*)?$", re.M)
+
+
+def _log_since(log_path: Path, offset: int) -> str:
+    """The part of the run's caffe.log written since ``offset`` (an older start's failure is not this one's)."""
+    if not log_path.is_file():
+        return "(no log)"
+    with log_path.open("rb") as file:
+        file.seek(offset)
+        return file.read().decode(errors="replace") or "(nothing logged)"
+
+
+def _refused_write(failure: str) -> Path | None:
+    """The file Caffe aborted on because it could not write it (a full disk, a quota), if that is how it died."""
+    match = REFUSED_WRITE.search(failure)
+    return Path(match.group(1)) if match else None
+
+
+def _room_report(path: Path) -> str:
+    """What Caffe could not write, and what the file system has free there."""
+    return (f"Caffe could not write {path} ({format_bytes(free_bytes(path))} free there): the disk is full, or a "
+            "quota or file-size limit refused the write")
+
+
+def _remove_partial_snapshots(run_dir: Path) -> None:
+    """Caffe's half-written snapshot files (``*.partial``, patch 0006) of a start that died writing them."""
+    for partial in (run_dir / SNAPSHOT_DIR).glob("*.partial"):
+        log.info("removing %s, left by a snapshot that was never finished", partial)
+        partial.unlink(missing_ok=True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path, PurePath
+from typing import Any
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from data_prep.atomic import FREE_SPACE_MARGIN, format_bytes, free_bytes
 from mrfnet.infer.run_folder import DEPLOY, SNAPSHOT_DIR, iteration_of, snapshot_files
 from mrfnet.infer.weights import check_weights, inspect_deploy, nonfinite_values, read_caffemodel
 
@@ -25,6 +27,27 @@ def learned_net(state_path: Path, learned_net: str) -> Path:
     otherwise follow it back to the original folder's caffemodel, and resume from its weights.
     """
     return state_path.parent / PurePath(learned_net).name
+
+
+def snapshot_bytes(net: Any) -> int:
+    """What one snapshot pair of ``net`` takes on disk: the caffemodel's float32 parameters and a
+    solverstate holding up to two more copies of them (Adam's moments), plus the protobuf framing."""
+    parameters = sum(blob.count for blobs in net.params.values() for blob in blobs)
+    return 3 * 4 * parameters + 2**20
+
+
+def snapshot_shortfall(folder: Path, needed: int) -> str | None:
+    """Why ``needed`` bytes (``snapshot_bytes``) do not fit in ``folder``'s file system now (None when they do).
+
+    Checked before each snapshot, so that a full disk stops the run with this sentence and the previous
+    snapshots as they were, rather than with Caffe's abort on a write it could not finish.
+    """
+    needed += FREE_SPACE_MARGIN
+    free = free_bytes(folder)
+    if free >= needed:
+        return None
+    return (f"the disk is full: {format_bytes(free)} free in {folder}, a snapshot needs {format_bytes(needed)} "
+            "(with a margin for the logs); make room and resume with --resume")
 
 
 def _snapshot_problem(state_path: Path, param_shapes: dict[str, list[tuple[int, ...]]]) -> str | None:
@@ -50,17 +73,22 @@ def _snapshot_problem(state_path: Path, param_shapes: dict[str, list[tuple[int, 
     return None
 
 
-def resumable_solverstate(run_dir: Path) -> Path | None:
-    """The newest solverstate whose pair (solverstate + caffemodel) parses, fits the run's net and is finite.
+def resumable_solverstate(run_dir: Path, recorded: set[int] | None = None) -> Path | None:
+    """The newest solverstate whose pair (solverstate + caffemodel) parses, fits the run's net and is finite,
+    and (``recorded``: the iterations progress.csv holds) whose progress row was recorded.
 
     Newer ones that fail are skipped with a warning naming why: a run resumes from its newest good snapshot
-    instead of aborting in Caffe on a damaged one.
+    instead of aborting in Caffe on a damaged one, or leaving a gap in its progress rows.
     """
     states = snapshot_files(run_dir, ".solverstate")
     if not states:
         return None
     param_shapes = inspect_deploy(run_dir / DEPLOY).param_shapes
     for state in states:
+        if recorded is not None and iteration_of(state) not in recorded:
+            log.warning("skipping snapshot %s: its progress row was never recorded (the run was killed as it was "
+                        "written); the iterations after the older one are trained again", state.name)
+            continue
         problem = _snapshot_problem(state, param_shapes)
         if problem is None:
             return state

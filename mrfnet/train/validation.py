@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,13 +63,19 @@ class Validator:
         sharp_rgb, image_rgb = sharp[..., ::-1], image[..., ::-1]
         return psnr(sharp_rgb, image_rgb, self.metrics), ssim(sharp_rgb, image_rgb, self.metrics)
 
-    def score(self) -> ValScore:
+    def score(self, stop: Callable[[], bool] | None = None) -> ValScore | None:
         """Mean PSNR/SSIM over the val records (each whole, padded to the stride like `mrfnet score`): all of
-        them, or the first ``limit`` in the LMDB's (shuffled) order."""
+        them, or the first ``limit`` in the LMDB's (shuffled) order.
+
+        None when ``stop()`` turns true between two records: a stop signal must not wait for a whole
+        validation (mpirun kills one second after its SIGTERM).
+        """
         scores, blurry = [], []
         for index, (_, blur, sharp) in enumerate(iter_pairs(self.val_lmdb)):
             if self.limit is not None and index >= self.limit:
                 break
+            if stop is not None and stop():
+                return None
             output = to_uint8(predict(self.net, blur, input_blob=INPUT, output_blob=PREDICTION))
             scores.append(self._rgb_scores(sharp, output))
             if self._baseline is None:

@@ -2,10 +2,15 @@
 
 It is the python/train.py pattern (one process per GPU joined by caffe.NCCL), with the solver
 type honoured (caffe.get_solver, not SGDSolver), a loop of single steps so the parent sees
-progress, the loss-weight schedule applied between steps, a NaN/inf guard, and SIGINT/SIGTERM
+progress, the loss-weight schedule applied between steps, a NaN/inf guard, and SIGINT/SIGTERM/SIGUSR1
 turned into a snapshot before exiting. Messages to the parent go through a Pipe. Under MPI
 (mrfnet.train.rank_agent) a :class:`Group` joins the ranks: they agree each iteration whether to stop,
 and on the CPU they average gradients through it (on GPUs NCCL does).
+
+The loop takes the snapshots itself (Caffe's own, inside ``step``, are switched off by the runtime
+solver file): each iteration's progress row, validation included, goes to the parent before that
+iteration's snapshot is written, so a snapshot never exists without its row (a resume starts from
+the newest snapshot whose row was recorded), and the free space is checked before each one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from google.protobuf import text_format
 from mrfnet.runtime.caffe_env import import_caffe
 from mrfnet.runtime.device import set_mode
 from mrfnet.train.loss_schedule import weights_at
+from mrfnet.train.snapshots import snapshot_bytes, snapshot_shortfall
 from mrfnet.train.validation import Validator, is_better, save_best
 from netgen.layers import scale_loss_values, set_scale_loss_weights
 from netgen.layers.edge_state import set_edge_alpha, train_discriminators
@@ -52,6 +58,9 @@ class SolveJob:
     deploy_path: str | None = None
     best_path: str | None = None  # where the weights of the best val PSNR so far are kept
     best_psnr: float | None = None  # the best val PSNR of the run so far (a resumed run carries it on)
+    snapshot_dir: str | None = None  # where the snapshots go (their free space is checked before each)
+    snapshot_every: int = 0  # iterations between snapshots (the run's solver `snapshot`); 0: only at the end
+    validate_first: bool = False  # the restored iteration's validation was cut short by a stop: score it first
 
 
 class Group(Protocol):
@@ -169,10 +178,52 @@ def solve(job: SolveJob, conn: Any, group: Group | None = None) -> None:
     if leader and job.val_every:
         validator = Validator(caffe, job.deploy_path, solver.net, job.val_lmdb, limit=job.val_limit)
     best_psnr = job.best_psnr
+    needed = snapshot_bytes(solver.net)
+    out_of_room = False  # a write was refused for want of space (the parent was told): stop without a snapshot
+
+    def has_room(folder: str | Path | None) -> bool:
+        nonlocal out_of_room
+        problem = snapshot_shortfall(Path(folder), needed) if folder is not None and leader else None
+        if problem is not None:
+            conn.send(("diskfull", {"iteration": solver.iter, "message": problem}))
+            out_of_room = True
+        return problem is None
+
+    def validate() -> dict[str, Any] | None:
+        """Score the weights on the val LMDB (None when a stop cut it short); keep them if the best."""
+        nonlocal best_psnr
+        score = validator.score(stop=lambda: stop.signal is not None)
+        if score is None:
+            return None
+        val = {**score.columns(), "blur_psnr": score.blur_psnr, "blur_ssim": score.blur_ssim,
+               "images": score.images, "best": is_better(score.psnr, best_psnr)}
+        if val["best"]:
+            if not has_room(Path(job.best_path).parent):
+                return None
+            best_psnr = score.psnr
+            save_best(solver.net, Path(job.best_path))
+        return val
+
+    def snapshot() -> bool:
+        """Rank 0 snapshots if the disk has room; every rank calls it at the same iteration, and none
+        returns before rank 0's snapshot is whole (an MPI job ends when any rank exits)."""
+        nonlocal out_of_room
+        if leader and not out_of_room and has_room(job.snapshot_dir):
+            solver.snapshot()
+        out_of_room = group.any(out_of_room)[0]
+        group.barrier()
+        return not out_of_room
+
     conn.send(("start", {"iteration": solver.iter, "max_iter": max_iter}))
+    if validator is not None and job.validate_first and (val := validate()) is not None:
+        conn.send(("validation", {"iteration": solver.iter, "val": val}))
     weights = edge_alpha = None
     edge_tops = [top for top in EDGE_LOSS_TOPS if top in solver.net.blobs]  # none without --edge
-    while solver.iter < max_iter and not group.any(stop.signal is not None)[0]:
+    snapshot_at = solver.iter  # the iteration of the newest snapshot (the restored one counts)
+    while solver.iter < max_iter:
+        stopping, out_of_room = group.any(stop.signal is not None, out_of_room)
+        if stopping or out_of_room:
+            break
         wanted = weights_at(job.loss_schedule, solver.iter)
         if wanted != weights:
             set_scale_loss_weights(solver.net, wanted)
@@ -187,12 +238,7 @@ def solve(job: SolveJob, conn: Any, group: Group | None = None) -> None:
         finite = all(math.isfinite(v) for v in losses.values())
         val = None
         if finite and validator is not None and (solver.iter % job.val_every == 0 or solver.iter == max_iter):
-            score = validator.score()
-            val = {**score.columns(), "blur_psnr": score.blur_psnr, "blur_ssim": score.blur_ssim,
-                   "images": score.images, "best": is_better(score.psnr, best_psnr)}
-            if val["best"]:
-                best_psnr = score.psnr
-                save_best(solver.net, Path(job.best_path))
+            val = validate()
         if finite and leader and (solver.iter % PROGRESS_EVERY == 0 or val is not None):
             info = {"iteration": solver.iter, "losses": losses, "weights": weights,
                     "lr": _learning_rate(param, solver.iter)}
@@ -203,10 +249,14 @@ def solve(job: SolveJob, conn: Any, group: Group | None = None) -> None:
             bad = next(ls for ls in group.allgather(losses) if not all(math.isfinite(v) for v in ls.values()))
             conn.send(("nonfinite", {"iteration": solver.iter, "losses": bad}))
             return  # no snapshot: the weights are already poisoned; the last periodic one stands
-    snapshot_every = param.snapshot
-    if leader and not (snapshot_every and solver.iter % snapshot_every == 0):
-        solver.snapshot()  # Caffe snapshots at multiples of `snapshot`; this covers a stop or the end
-    group.barrier()  # no rank exits (which ends an MPI job) before rank 0's snapshot is whole
+        if job.snapshot_every and solver.iter % job.snapshot_every == 0:
+            if not snapshot():
+                return  # the parent was told
+            snapshot_at = solver.iter
+    if snapshot_at != solver.iter:  # the snapshot of a stop, or of the end (every rank: they agree on the room)
+        snapshot()
+    if out_of_room:
+        return  # the parent was told; the newest snapshot written stands
     reason = "stopped" if solver.iter < max_iter else "finished"
     conn.send((reason, {"iteration": solver.iter, "signal": stop.signal}))
 
