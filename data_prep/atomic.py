@@ -13,11 +13,13 @@ one line), and ``check_free_space`` before a long write whose size is known.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 # what a write fails with when the disk (or the user's quota, or RLIMIT_FSIZE) has no room
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -128,3 +130,8 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
 def write_text_atomic(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` whole or not at all, newlines as given (a CSV's \\r\\n stays)."""
     return write_atomic(path, text.encode(encoding))
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """``data`` as indented JSON, whole or not at all (run folders' options.json and best.json, reports' JSON)."""
+    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -17,6 +17,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from data_prep.errors import DataError
+
 # Gaussian blur. Kernel sides 1..5 and sigma 0.1..1.0 are the authors' ranges; only odd sides are
 # drawn, since an even kernel shifts the image by half a pixel against its sharp partner.
 GAUSSIAN_KSIZES = (1, 3, 5)
@@ -40,9 +42,9 @@ Params = dict[str, Any]
 def gaussian_kernel(ksize: int, sigma: float) -> np.ndarray:
     """A ksize x ksize Gaussian kernel summing to 1 (ksize odd, so it does not shift the image)."""
     if ksize < 1 or ksize % 2 == 0:
-        raise ValueError(f"Gaussian kernel side must be odd and positive, got {ksize}")
+        raise DataError(f"Gaussian kernel side must be odd and positive, got {ksize}")
     if sigma <= 0:
-        raise ValueError(f"Gaussian sigma must be positive, got {sigma}")
+        raise DataError(f"Gaussian sigma must be positive, got {sigma}")
     column = cv2.getGaussianKernel(ksize, sigma, ktype=cv2.CV_64F)
     kernel = column @ column.T
     return kernel / kernel.sum()
@@ -57,7 +59,7 @@ def motion_kernel(length: int, angle: float) -> np.ndarray:
     convolution agree.
     """
     if length < 1:
-        raise ValueError(f"motion length must be at least 1 pixel, got {length}")
+        raise DataError(f"motion length must be at least 1 pixel, got {length}")
     half = (length - 1) / 2
     radius = math.ceil(half) + 1
     x, y = np.meshgrid(np.arange(-radius, radius + 1), np.arange(-radius, radius + 1))
@@ -75,7 +77,7 @@ def motion_kernel(length: int, angle: float) -> np.ndarray:
 def motion_lengths(max_length: int = MOTION_LENGTHS[-1]) -> tuple[int, ...]:
     """The recipe's motion lengths up to ``max_length`` (the authors': 5..30 in steps of 5)."""
     if not isinstance(max_length, int) or max_length < MOTION_LENGTHS[0]:
-        raise ValueError(f"the longest motion blur must be an integer of at least {MOTION_LENGTHS[0]} pixels "
+        raise DataError(f"the longest motion blur must be an integer of at least {MOTION_LENGTHS[0]} pixels "
                          f"(the recipe's shortest), got {max_length!r}")
     return tuple(length for length in MOTION_LENGTHS if length <= max_length)
 

@@ -46,6 +46,7 @@ from data_prep.blur import (
     sample_blur_params,
     synthesize_blur,
 )
+from data_prep.errors import DataError, DataExists
 from data_prep.images import ImageError, read_image
 from data_prep.lmdb_writer import (
     DEFAULT_MAP_SIZE,
@@ -57,15 +58,10 @@ from data_prep.lmdb_writer import (
 )
 from data_prep.patches import crop, patch_origins
 from data_prep.records import encode_pair, encoded_pair_bytes
-from data_prep.sources import SPLITS, SYNTHETIC_SOURCES, Item, load_items
+from data_prep.sources import SPLITS, Item, get_source, load_items
 
 log = logging.getLogger(__name__)
 
-# Patch side and stride when not given: the embedded set is five photographs, so its patches are
-# small and overlap by half (a few hundred for training); file sources default to the paper's
-# 256-pixel training crop, side by side (GOPRO's 2103 training pairs already give ~30k patches).
-EMBEDDED_PATCH = 96
-FILE_PATCH = 256
 # With --workers left out, worker processes start only for jobs of at least this many source pixels:
 # each costs about a second to start (it imports Caffe and OpenCV), and OpenCV already spreads the
 # blur of one image over the cores, so a small job (the embedded set: 1.3 megapixels) runs faster
@@ -80,7 +76,8 @@ Record = tuple[str, bytes, dict[str, Any]]
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """Everything a build depends on; ``None`` fields take the source's defaults (see :meth:`resolved`)."""
+    """Everything a build depends on; ``None`` fields take the source's defaults (its entry in
+    data_prep.sources.SOURCES, see :meth:`resolved`)."""
 
     source: str = "embedded"
     root: Path | None = None
@@ -103,16 +100,17 @@ class BuildOptions:
 
     def resolved(self) -> BuildOptions:
         """A copy with the defaults filled in and the numbers checked."""
-        patch = self.patch_size or (EMBEDDED_PATCH if self.source == "embedded" else FILE_PATCH)
-        stride = self.stride or (patch // 2 if self.source == "embedded" else patch)
+        source = get_source(self.source)
+        patch = self.patch_size or source.patch_size
+        stride = self.stride or (patch // 2 if source.half_overlap else patch)
         motion_lengths(self.max_motion)  # checks it
         for label, value in (("patch size", patch), ("stride", stride), ("copies", self.copies),
                              ("test copies", self.test_copies),
                              ("workers", self.workers), ("map size", self.map_size)):
             if value is not None and value < 1:
-                raise ValueError(f"{label} must be positive, got {value}")
+                raise DataError(f"{label} must be positive, got {value}")
         if self.blur_per not in BLUR_SCOPES:
-            raise ValueError(f"blur_per must be one of {', '.join(BLUR_SCOPES)}, got {self.blur_per!r}")
+            raise DataError(f"blur_per must be one of {', '.join(BLUR_SCOPES)}, got {self.blur_per!r}")
         out = Path(self.out) if self.out is not None else Path("data") / self.source
         root = Path(self.root) if self.root is not None else None
         return BuildOptions(**{**asdict(self), "out": out, "root": root, "patch_size": patch, "stride": stride})
@@ -273,23 +271,24 @@ def estimated_bytes(tasks: dict[str, list[Task]]) -> int:
 
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
+        raise DataExists(f"{out} exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out} exists; pass --force to replace it")
+        raise DataExists(f"{out} exists; pass --force to replace it")
 
 
 def _summary(options: BuildOptions, tasks: dict[str, list[Task]], stats: dict[str, WriterStats],
              skipped: list[str], converted: Counter, workers: int, seconds: float) -> dict[str, Any]:
+    source = get_source(options.source)
     splits = {split: {"images": len({task.item.name for task in tasks[split]}), "records": stats[split].records,
                       "bytes": stats[split].bytes, "map_size": stats[split].map_size}
               for split in stats}
     return {
         "source": options.source, "root": None if options.root is None else str(options.root),
-        "out": str(options.out), "gopro_blur": options.gopro_blur if options.source == "gopro" else None,
+        "out": str(options.out), "gopro_blur": options.gopro_blur if source.reads_gopro_blur else None,
         "patch_size": options.patch_size, "stride": options.stride, "copies": options.copies,
         "test_copies": options.test_copies,
-        "blur_per": options.blur_per if options.source in SYNTHETIC_SOURCES else None,
-        "max_motion": options.max_motion if options.source in SYNTHETIC_SOURCES else None,
+        "blur_per": options.blur_per if source.synthetic else None,
+        "max_motion": options.max_motion if source.synthetic else None,
         "augment": options.augment, "test_whole": options.test_whole, "seed": options.seed,
         "workers": workers, "splits": splits, "skipped": {"smaller_than_patch": skipped},
         "converted": dict(converted), "records": sum(s["records"] for s in splits.values()),
@@ -310,7 +309,7 @@ def build_dataset(options: BuildOptions) -> dict[str, Any]:
                        test_fraction=options.test_fraction, seed=options.seed)
     tasks, skipped = plan(items, options)
     if not tasks["train"]:
-        raise ValueError(f"no training records: every training image is smaller than the {options.patch_size}-pixel "
+        raise DataError(f"no training records: every training image is smaller than the {options.patch_size}-pixel "
                          f"patch, or the source has none")
     staging = partial_path(options.out)
     if staging.exists():

@@ -10,6 +10,9 @@ transparent pixels: their colour is not what anyone sees. Outputs are PNG only (
 from __future__ import annotations
 
 import logging
+import struct
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +20,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from data_prep.atomic import write_atomic
+from data_prep.atomic import atomic_output, write_atomic
+from data_prep.errors import DataError, MissingData
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +30,11 @@ ANIMATION_SUFFIXES = (".gif",)  # left out of folder scans, and said so
 MULTI_FRAME_SUFFIXES = (".gif", ".png", ".tif", ".tiff", ".webp")  # animations (APNG, WebP) and multi-page TIFF
 # The conversions load_image records (data-prep writes them into meta_info; deblur warns on 16 bits)
 FROM_16_BIT, FROM_GREY, ALPHA_SET_ASIDE = "16-bit rounded to 8-bit", "grayscale replicated to BGR", "alpha set aside"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_COLOUR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type: grey, RGB, RGBA (8 bits each)
 
 
-class ImageError(ValueError):
+class ImageError(DataError):
     """An image file that cannot be used as it is; the message names the file."""
 
 
@@ -98,12 +104,61 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     (data_prep.atomic: DiskFull on a full disk, an older file of that name kept)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"{path}: images are written as PNG only (lossless), not {path.suffix or 'no suffix'}")
+        raise DataError(f"{path}: images are written as PNG only (lossless), not {path.suffix or 'no suffix'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"OpenCV could not encode {path}")
     return write_atomic(path, encoded.tobytes())  # not cv2.imwrite: any file name, whole or not at all
+
+
+def write_png_bands(path: str | Path, height: int, width: int, channels: int,
+                    bands: Iterable[np.ndarray]) -> Path:
+    """Write a PNG from its rows, band by band (grey, BGR or BGRA uint8, top to bottom), never holding the
+    whole image or its encoding: what deblur writes huge outputs with (issue 24). Whole or not at all, as
+    :func:`write_png` (data_prep.atomic.atomic_output: a hidden sibling, fsync, rename; DiskFull on a full disk).
+
+    Encoded as OpenCV encodes PNGs (the Sub filter, zlib level 1, run-length strategy), so files are as
+    large as :func:`write_png`'s.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise DataError(f"{path}: images are written as PNG only (lossless), not {path.suffix or 'no suffix'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as partial, open(partial, "wb") as file:
+        file.write(PNG_SIGNATURE + _png_chunk(b"IHDR", struct.pack(
+            ">IIBBBBB", width, height, 8, PNG_COLOUR_TYPES[channels], 0, 0, 0)))
+        compressor = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+        written = 0
+        for band in bands:
+            if band.shape[1:] != ((width,) if channels == 1 else (width, channels)):
+                raise DataError(f"{path}: a band of shape {band.shape} in a PNG {width} wide with {channels} channels")
+            encoded = compressor.compress(_sub_filtered(band, channels))
+            if encoded:
+                file.write(_png_chunk(b"IDAT", encoded))
+            written += band.shape[0]
+        if written != height:
+            raise DataError(f"{path}: {written} rows given for a PNG {height} rows high")
+        file.write(_png_chunk(b"IDAT", compressor.flush()) + _png_chunk(b"IEND", b""))
+    return path
+
+
+def _sub_filtered(band: np.ndarray, channels: int) -> np.ndarray:
+    """PNG scanlines of a band: the filter-type byte 1 (Sub: each byte minus the one a pixel before, modulo
+    256) and the row in PNG's channel order (RGB(A), not OpenCV's BGR(A))."""
+    rows = band.reshape(band.shape[0], band.shape[1], channels)
+    if channels > 1:
+        rows = rows[:, :, [2, 1, 0, 3][:channels]]
+    lines = np.empty((rows.shape[0], 1 + rows.shape[1] * channels), np.uint8)
+    lines[:, 0] = 1
+    pixels = lines[:, 1:].reshape(rows.shape)
+    pixels[:, 0] = rows[:, 0]
+    np.subtract(rows[:, 1:], rows[:, :-1], out=pixels[:, 1:])
+    return lines
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -137,17 +192,17 @@ def warn_left_out(folder: Path, files: list[Path]) -> None:
 def find_images(folder: Path) -> dict[str, Path]:
     """Image files under ``folder`` by relative POSIX path, sorted; an error if there are none."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"no folder {folder}")
+        raise MissingData(f"no folder {folder}")
     files = [path for path in sorted(folder.rglob("*")) if path.is_file()]
     found = {path.relative_to(folder).as_posix(): path for path in files if path.suffix.lower() in IMAGE_SUFFIXES}
     if not found:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
     warn_left_out(folder, files)
     names: dict[str, str] = {}
     for relative in found:
         other = names.setdefault(item_name(relative), relative)
         if other != relative:
-            raise ValueError(f"{folder / other} and {folder / relative} would get the same record name")
+            raise DataError(f"{folder / other} and {folder / relative} would get the same record name")
     return found
 
 
@@ -162,6 +217,6 @@ def match_pairs(blur: dict[str, Path], sharp: dict[str, Path]) -> list[tuple[str
                     if image_key(relative) not in sharp_keys])
     if unmatched:
         more = f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else ""
-        raise ValueError(f"{len(unmatched)} image(s) without a partner of the same relative path: "
+        raise DataError(f"{len(unmatched)} image(s) without a partner of the same relative path: "
                          f"{', '.join(unmatched[:10])}{more}")
     return [(relative, blur_by_key[image_key(relative)], path) for relative, path in sharp.items()]

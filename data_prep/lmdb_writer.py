@@ -27,6 +27,7 @@ from typing import Any
 import lmdb
 
 from data_prep.atomic import NO_ROOM, no_room, reporting_no_room, write_text_atomic
+from data_prep.errors import DataError, DataExists
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class LmdbWriter:
                  force: bool = False) -> None:
         self.path = Path(path)
         if self.path.exists() and not force:
-            raise FileExistsError(f"{self.path} exists; pass --force to replace it")
+            raise DataExists(f"{self.path} exists; pass --force to replace it")
         self.partial = partial_path(self.path)
         if self.partial.exists():
             log.warning("removing %s left by an interrupted build", self.partial)
@@ -130,9 +131,9 @@ class LmdbWriter:
         """Queue one record; keys must be unique (Caffe reads records in key order)."""
         encoded = key.encode()
         if len(encoded) > MAX_KEY_BYTES:
-            raise ValueError(f"record key of {len(encoded)} bytes is longer than LMDB's {MAX_KEY_BYTES}: {key}")
+            raise DataError(f"record key of {len(encoded)} bytes is longer than LMDB's {MAX_KEY_BYTES}: {key}")
         if key in self.meta:
-            raise ValueError(f"duplicate record key {key}")
+            raise DataError(f"duplicate record key {key}")
         self.meta[key] = {"key": key, **(meta or {})}
         self.pending.append((encoded, value))
         if len(self.pending) >= self.commit_every:

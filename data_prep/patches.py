@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_prep.errors import DataError
+
 
 def _starts(length: int, size: int, stride: int) -> list[int]:
     if length < size:
@@ -24,7 +26,7 @@ def _starts(length: int, size: int, stride: int) -> list[int]:
 def patch_origins(height: int, width: int, size: int, stride: int) -> list[tuple[int, int]]:
     """(y, x) of the top-left corner of every ``size`` x ``size`` patch, row by row."""
     if size < 1 or stride < 1:
-        raise ValueError(f"patch size and stride must be positive, got {size} and {stride}")
+        raise DataError(f"patch size and stride must be positive, got {size} and {stride}")
     return [(y, x) for y in _starts(height, size, stride) for x in _starts(width, size, stride)]
 
 

@@ -17,13 +17,15 @@ import numpy as np
 from caffe.proto import caffe_pb2
 from google.protobuf.message import DecodeError
 
+from data_prep.errors import DataError, MissingData
+
 CHANNELS = 6
 CHANNEL_ORDER = "BGR"
 REBUILD = "rebuild it with `mrfnet data-prep`"
 DATUM_FIELDS_BYTES = 32  # at most, around the pixels: channels, height, width, label and data's tag and length
 
 
-class LmdbError(ValueError):
+class LmdbError(DataError):
     """A damaged or foreign LMDB: the message names it, says what is wrong and what to do."""
 
 
@@ -31,9 +33,9 @@ def encode_pair(blur_bgr: np.ndarray, sharp_bgr: np.ndarray) -> bytes:
     """Serialise two HxWx3 uint8 BGR images of the same size into one Datum."""
     for name, image in (("blur", blur_bgr), ("sharp", sharp_bgr)):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"{name} must be an HxWx3 uint8 image, got {image.dtype} {image.shape}")
+            raise DataError(f"{name} must be an HxWx3 uint8 image, got {image.dtype} {image.shape}")
     if blur_bgr.shape != sharp_bgr.shape:
-        raise ValueError(f"blur {blur_bgr.shape} and sharp {sharp_bgr.shape} differ in size")
+        raise DataError(f"blur {blur_bgr.shape} and sharp {sharp_bgr.shape} differ in size")
     chw = np.concatenate([blur_bgr, sharp_bgr], axis=2).transpose(2, 0, 1)
     datum = caffe_pb2.Datum(channels=CHANNELS, height=chw.shape[1], width=chw.shape[2],
                             data=np.ascontiguousarray(chw).tobytes(), label=0)
@@ -51,12 +53,12 @@ def _pair_datum(value: bytes) -> caffe_pb2.Datum:
     try:
         datum.ParseFromString(value)
     except DecodeError as exc:
-        raise ValueError(f"not a Datum ({exc})") from exc
+        raise DataError(f"not a Datum ({exc})") from exc
     if datum.channels != CHANNELS or datum.encoded:
-        raise ValueError(f"not a raw {CHANNELS}-channel pair Datum (channels={datum.channels}, "
+        raise DataError(f"not a raw {CHANNELS}-channel pair Datum (channels={datum.channels}, "
                          f"encoded={datum.encoded})")
     if len(datum.data) != CHANNELS * datum.height * datum.width or not datum.height or not datum.width:
-        raise ValueError(f"a {datum.height}x{datum.width} Datum with {len(datum.data)} bytes of pixels, "
+        raise DataError(f"a {datum.height}x{datum.width} Datum with {len(datum.data)} bytes of pixels, "
                          f"not {CHANNELS * datum.height * datum.width}")
     return datum
 
@@ -82,7 +84,7 @@ def open_lmdb(path: str | Path) -> lmdb.Environment:
     path = Path(path)
     data = path / "data.mdb"
     if not data.is_file():
-        raise FileNotFoundError(f"no LMDB at {path} (expected {data})")
+        raise MissingData(f"no LMDB at {path} (expected {data})")
     try:
         env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True)
     except lmdb.Error as exc:

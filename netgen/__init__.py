@@ -4,10 +4,10 @@
 writes the committed ``prototxt/<variant>/{train_val,deploy}.prototxt``.
 """
 
-from netgen.edge import EdgeOptions
+from netgen.edge_branch import EdgeOptions
 from netgen.names import EDGE_LOSS_TOPS, INPUT, OUTPUTS, PREDICTION, SCALE_LOSS_TOPS, TARGETS
-from netgen.network import build_deploy, build_train_val, scale_sides, write_prototxts
-from netgen.variants import VARIANTS, Variant, get_variant
+from netgen.network import build_deploy, build_train_val, write_prototxts
+from netgen.variants import VARIANTS, Variant, get_variant, scale_sides
 
 __all__ = ["EDGE_LOSS_TOPS", "INPUT", "OUTPUTS", "PREDICTION", "SCALE_LOSS_TOPS", "TARGETS", "VARIANTS", "EdgeOptions",
            "Variant", "build_deploy", "build_train_val", "get_variant", "scale_sides", "write_prototxts"]

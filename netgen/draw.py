@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from netgen.errors import NetgenError, NetgenMissing
 from netgen.network import build_deploy
 
 
@@ -13,9 +14,9 @@ def draw_variant(variant: str, out_dir: str | Path, *, rankdir: str = "TB", ext:
     try:
         from caffe import draw
     except ImportError as exc:  # caffe.draw imports pydot
-        raise ValueError(f"drawing needs pydot (pip install pydot): {exc}") from exc
+        raise NetgenError(f"drawing needs pydot (pip install pydot): {exc}") from exc
     if shutil.which("dot") is None:
-        raise FileNotFoundError("drawing needs Graphviz's `dot` (apt-get install graphviz)")
+        raise NetgenMissing("drawing needs Graphviz's `dot` (apt-get install graphviz)")
     path = Path(out_dir) / f"{variant}.{ext}"
     path.parent.mkdir(parents=True, exist_ok=True)
     draw.draw_net_to_file(build_deploy(variant), str(path), rankdir)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from caffe.proto import caffe_pb2
 
+from netgen.errors import NetgenError
+
 ENGINES = ("default", "caffe", "dnnl")
 PRECISIONS = ("fp32", "bf16")
 ALGORITHMS = ("auto", "direct")
@@ -25,7 +27,7 @@ def _enum_value(enum: str, name: str) -> int:
     try:
         return caffe_pb2.ConvolutionParameter.DESCRIPTOR.enum_types_by_name[enum].values_by_name[name].number
     except KeyError:
-        raise ValueError(f"this Caffe's ConvolutionParameter has no {enum} {name}: it was not built with the "
+        raise NetgenError(f"this Caffe's ConvolutionParameter has no {enum} {name}: it was not built with the "
                          "project's DNNL engine (bash tools/install_caffe.sh builds it)") from None
 
 
@@ -39,13 +41,13 @@ def set_convolution_engine(net: caffe_pb2.NetParameter, *, engine: str = "defaul
     rather than by a Caffe abort.
     """
     if engine not in ENGINES:
-        raise ValueError(f"unknown convolution engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        raise NetgenError(f"unknown convolution engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise NetgenError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+        raise NetgenError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
     if precision == "bf16" and engine == "caffe":
-        raise ValueError("precision bf16 runs on the DNNL engine only, not on engine caffe")
+        raise NetgenError("precision bf16 runs on the DNNL engine only, not on engine caffe")
     engine_value = None if engine == "default" else _enum_value("Engine", engine.upper())
     precision_value = None if precision == "fp32" else _enum_value("Precision", precision.upper())
     algorithm_value = None if algorithm == "auto" else _enum_value("Algorithm", algorithm.upper())

@@ -1,4 +1,4 @@
-"""The multipath refinement network (all four variants) and its train_val and deploy definitions.
+"""The multipath refinement network (every registered variant) and its train_val and deploy definitions.
 
 The blurred image (BGR, scaled to [0, 1]) goes through Table I's encoder (Conv1..Conv8), which
 taps four scales: full, 1/2, 1/4 and 1/8 resolution. Refinement path r_k (r1 coarsest, r4 full
@@ -11,7 +11,6 @@ connections; ``lightweight`` ones swap 3x3 convolutions for the 1x1 / bottleneck
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +22,10 @@ from caffe.net_spec import Top
 from caffe.proto import caffe_pb2
 
 from netgen import blocks
-from netgen.edge import EdgeOptions, add_edge_branch
-from netgen.names import INPUT, OUTPUTS, SCALE_LOSS_LAYER, SCALE_LOSS_MODULE, SCALE_LOSS_TOPS
+from netgen.edge_branch import EdgeOptions, add_edge_branch
+from netgen.errors import NetgenError
+from netgen.losses import get_loss
+from netgen.names import INPUT, OUTPUTS
 from netgen.variants import (
     BOTTLENECK_RATIO,
     CRP_STAGES,
@@ -41,7 +42,6 @@ from netgen.variants import (
     get_variant,
 )
 
-LOSSES = ("python", "native")
 PIXEL_SCALE = 1 / 255  # Data layer transform: uint8 -> [0, 1]
 MIN_SIDE = STRIDE  # below this the coarser paths see less than one pixel of their own
 # The output convolutions start at zero, so an untrained net returns its input exactly, and learn at a
@@ -57,15 +57,6 @@ DEFAULT_TRAIN_SOURCE = "data/train_lmdb"
 DEFAULT_VAL_SOURCE = "data/val_lmdb"
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_CROP_SIZE = 256
-
-
-def scale_sides(height: int, width: int) -> list[tuple[int, int]]:
-    """(height, width) of each path's output, coarsest first: every halving rounds up."""
-    sides = [(height, width)]
-    for _ in range(SCALES - 1):
-        h, w = sides[0]
-        sides.insert(0, (math.ceil(h / 2), math.ceil(w / 2)))
-    return sides
 
 
 def pyramid(n: caffe.NetSpec, name: str, image: Top) -> list[Top]:
@@ -121,13 +112,13 @@ def add_network(n: caffe.NetSpec, variant: Variant, blur: Top) -> list[Top]:
 
 def _check_side(what: str, value: int) -> None:
     if not isinstance(value, int) or value < MIN_SIDE:
-        raise ValueError(f"{what} must be an integer of at least {MIN_SIDE} (the network's stride), got {value!r}")
+        raise NetgenError(f"{what} must be an integer of at least {MIN_SIDE} (the network's stride), got {value!r}")
 
 
 def _check_weights(loss_weights: Sequence[float]) -> list[float]:
     weights = [float(w) for w in loss_weights]
     if len(weights) != SCALES or not all(math.isfinite(w) and w > 0 for w in weights):
-        raise ValueError(f"loss_weights needs {SCALES} positive numbers (coarsest scale first), got {loss_weights!r}; "
+        raise NetgenError(f"loss_weights needs {SCALES} positive numbers (coarsest scale first), got {loss_weights!r}; "
                          "a zero weight would drop the scale from Caffe's backward pass for good: "
                          "set it with set_scale_loss_weights after the net is built instead")
     return weights
@@ -135,25 +126,8 @@ def _check_weights(loss_weights: Sequence[float]) -> list[float]:
 
 def add_scale_loss(n: caffe.NetSpec, outputs: Sequence[Top], targets: Sequence[Top], crop_size: int, loss: str,
                    loss_weights: Sequence[float]) -> None:
-    """Eq. 5, L = 1/(2K) sum_k ||L_k - S_k||^2 / (c_k h_k w_k) (batch mean), with tops loss_r1..loss_rK.
-
-    ``native``: one EuclideanLoss per scale, whose sum/(2N) gets loss_weight w_k / (K c_k h_k w_k).
-    ``python``: one ScaleRefinementLoss layer that normalises itself; its tops get loss_weight w_k.
-    """
-    weights = _check_weights(loss_weights)
-    if loss == "native":
-        for top, output, target, (h, w), weight in zip(SCALE_LOSS_TOPS, outputs, targets,
-                                                       scale_sides(crop_size, crop_size), weights, strict=True):
-            n[top] = L.EuclideanLoss(output, target, loss_weight=weight / (SCALES * 3 * h * w))
-    elif loss == "python":
-        pairs = [blob for pair in zip(outputs, targets, strict=True) for blob in pair]
-        tops = L.Python(*pairs, name="scale_loss", ntop=SCALES, loss_weight=weights,
-                        python_param=dict(module=SCALE_LOSS_MODULE, layer=SCALE_LOSS_LAYER,
-                                          param_str=json.dumps({"scales": SCALES})))
-        for name, top in zip(SCALE_LOSS_TOPS, tops, strict=True):
-            n[name] = top
-    else:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    """Eq. 5 by the registered implementation ``loss`` (netgen.losses), tops loss_r1..loss_rK."""
+    get_loss(loss).add(n, outputs, targets, crop_size, _check_weights(loss_weights))
 
 
 def build_train_val(variant: str, *, train_source: str = DEFAULT_TRAIN_SOURCE, val_source: str = DEFAULT_VAL_SOURCE,
@@ -165,12 +139,12 @@ def build_train_val(variant: str, *, train_source: str = DEFAULT_TRAIN_SOURCE, v
     Each record is a raw 6-channel uint8 Datum (blurred B,G,R then sharp B,G,R); TRAIN reads
     ``train_source`` with random crops and mirroring, TEST reads ``val_source`` with crops only.
     ``loss_weights`` (coarsest first) multiply Eq. 5's terms: all ones is Eq. 5 as written.
-    ``edge`` adds the TRAIN-only edge reconstruction branch of section 3.3.3 (netgen.edge).
+    ``edge`` adds the TRAIN-only edge reconstruction branch of section 3.3.3 (netgen.edge_branch).
     """
     spec = get_variant(variant)
     _check_side("crop_size", crop_size)
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise NetgenError(f"batch_size must be a positive integer, got {batch_size!r}")
     n = caffe.NetSpec()
     n.pair = L.Data(name="data", source=train_source, backend=P.Data.LMDB, batch_size=batch_size,
                     transform_param=dict(scale=PIXEL_SCALE, crop_size=crop_size, mirror=True),
@@ -206,7 +180,7 @@ def build_deploy(variant: str, *, height: int = DEFAULT_CROP_SIZE, width: int = 
     _check_side("height", height)
     _check_side("width", width)
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise NetgenError(f"batch_size must be a positive integer, got {batch_size!r}")
     n = caffe.NetSpec()
     n[INPUT] = L.Input(shape=dict(dim=[batch_size, 3, height, width]))
     add_network(n, spec, n[INPUT])
@@ -228,10 +202,11 @@ def committed_prototxts(variant: str) -> dict[str, str]:
             "deploy.prototxt": prototxt_text(variant, build_deploy(variant))}
 
 
-def write_prototxts(out_dir: str | Path, variants: Sequence[str] = tuple(VARIANTS)) -> list[Path]:
-    """Write ``<out_dir>/<variant>/{train_val,deploy}.prototxt`` for each variant; returns the paths."""
+def write_prototxts(out_dir: str | Path, variants: Sequence[str] | None = None) -> list[Path]:
+    """Write ``<out_dir>/<variant>/{train_val,deploy}.prototxt`` for each variant (default: every registered
+    one, read when called, so the committed files follow the registry); returns the paths."""
     written = []
-    for variant in variants:
+    for variant in VARIANTS if variants is None else variants:
         folder = Path(out_dir) / variant
         for file_name, text in committed_prototxts(variant).items():
             folder.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from netgen.errors import NetgenError
+
 
 def size_label(height: int, width: int) -> str:
     """"WIDTHxHEIGHT", as image sizes are usually written (1280x720) and as --sizes takes them."""
@@ -16,6 +18,6 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     for part in text.split(","):
         match = re.fullmatch(r"\s*(\d+)x(\d+)\s*", part)
         if not match:
-            raise ValueError(f"--sizes wants WIDTHxHEIGHT[,WIDTHxHEIGHT...], got {text!r}")
+            raise NetgenError(f"--sizes wants WIDTHxHEIGHT[,WIDTHxHEIGHT...], got {text!r}")
         sizes.append((int(match.group(2)), int(match.group(1))))
     return sizes

@@ -1,13 +1,24 @@
-"""The four ablation variants of the paper's Table V, and the Table I numbers the builder uses."""
+"""The variants netgen builds (the registry), and the Table I numbers the builder uses.
+
+:data:`VARIANTS` is the one list of variants: ``mrfnet netgen``, the commands' ``--variant(s)``
+choices, ``mrfnet time`` and the tests parametrised over variants all read it, so a new variant is
+one :func:`register_variant` entry below plus its test (docs/architecture.md, "Adding a variant /
+source / loss / converter"). The main job's ablation does not read it: it lists the paper's four itself.
+"""
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
+
+from netgen.errors import NetgenError
 
 
 @dataclass(frozen=True)
 class Variant:
-    """What one ablation variant switches on.
+    """What one variant switches on: the switches netgen/network.py's builder reads (a variant that needs
+    another switch adds it here and the code it switches there).
 
     ``lightweight``: the lightweight process of Sec. III.B (LW-RCU bottleneck, 1x1 CRP and fusion
     convolutions, Table I's mixed 1x1/3x3 MRF kernels). ``residual``: the MRF unit of Eq. 3 after each
@@ -19,12 +30,28 @@ class Variant:
     residual: bool
 
 
-VARIANTS = {v.name: v for v in (
-    Variant("refinenet", lightweight=False, residual=False),
-    Variant("lwrefinenet", lightweight=True, residual=False),
-    Variant("rcrefinenet", lightweight=False, residual=True),
-    Variant("mrfnet", lightweight=True, residual=True),
-)}
+VARIANTS: dict[str, Variant] = {}  # name -> variant, in registration order
+# A name is a folder (prototxt/<name>/), a file prefix (<name>_iter_N.caffemodel) and the first part of the
+# main job's run names (<name>-l2-s0), which are split at the first "-": lower case, digits, underscores.
+VARIANT_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def register_variant(variant: Variant) -> Variant:
+    """Add ``variant`` to :data:`VARIANTS`; a name used twice or one that would not survive as a folder
+    and run-name prefix is refused here, at import, rather than as a wrong file later."""
+    if not VARIANT_NAME.fullmatch(variant.name):
+        raise ValueError(f"variant name {variant.name!r} must be lower case letters, digits and underscores")
+    if variant.name in VARIANTS:
+        raise ValueError(f"variant {variant.name!r} is registered twice")
+    VARIANTS[variant.name] = variant
+    return variant
+
+
+# The paper's Table V ablation, in its order.
+register_variant(Variant("refinenet", lightweight=False, residual=False))
+register_variant(Variant("lwrefinenet", lightweight=True, residual=False))
+register_variant(Variant("rcrefinenet", lightweight=False, residual=True))
+register_variant(Variant("mrfnet", lightweight=True, residual=True))
 
 # Table I's encoder (name, kernel, output channels, stride, pad), with the strides and paddings that
 # make it work: 1x1 convolutions take pad 0, and Conv3, Conv5 and Conv7 halve the size (stride 2).
@@ -58,4 +85,13 @@ def get_variant(name: str) -> Variant:
     try:
         return VARIANTS[name]
     except KeyError:
-        raise ValueError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}") from None
+        raise NetgenError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}") from None
+
+
+def scale_sides(height: int, width: int) -> list[tuple[int, int]]:
+    """(height, width) of each path's output, coarsest first: every halving rounds up."""
+    sides = [(height, width)]
+    for _ in range(SCALES - 1):
+        h, w = sides[0]
+        sides.insert(0, (math.ceil(h / 2), math.ceil(w / 2)))
+    return sides

@@ -10,6 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GLOG_minloglevel", "2")
+# every core, not the free ones (mrfnet.runtime.threads): results that depend on the thread count (oneDNN's
+# reductions) must not change with what else runs on the machine while the tests do
+os.environ.setdefault("MRFNET_THREADS", "all")
 sys.path.insert(0, str(Path(__file__).parent))  # Python layers defined for tests live beside them
 
 

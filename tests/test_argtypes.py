@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from mrfnet.cli import build_parser
-from mrfnet.commands.argtypes import fraction, non_negative_int, positive_float, positive_int
+from mrfnet.runtime.values import fraction, non_negative_int, positive_float, positive_int
 
 REFUSED = [
     ["train", "--run-dir", "RUN", "--iterations", "0"],

@@ -137,6 +137,7 @@ def test_each_layer_kind_matches_a_direct_convolution_forward_and_backward(toget
                                    rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_layer_gives_the_same_bits_alone_as_beside_the_others(caffe, together):
     """The others fill the shared columns before and after it: none of that reaches its results."""
     for name in CONVOLUTIONS:
@@ -201,6 +202,7 @@ def shared_and_not(caffe) -> dict[str, dict[bool, dict[str, object]]]:
                           for share in (False, True)} for variant in VARIANTS}
 
 
+@pytest.mark.slow
 def test_shared_blobs_give_the_same_bits_at_every_size(shared_and_not):
     from netgen import OUTPUTS
 
@@ -211,6 +213,7 @@ def test_shared_blobs_give_the_same_bits_at_every_size(shared_and_not):
                 np.testing.assert_array_equal(runs[True][key], runs[False][key], err_msg=f"{variant} {key}")
 
 
+@pytest.mark.slow
 def test_only_intermediate_blobs_share_and_they_take_far_less_memory(shared_and_not):
     from netgen import INPUT, OUTPUTS
 
@@ -224,6 +227,7 @@ def test_only_intermediate_blobs_share_and_they_take_far_less_memory(shared_and_
             assert runs[True][key] < 0.5 * runs[False][key], (variant, key)
 
 
+@pytest.mark.slow
 def test_the_four_deploy_nets_compute_what_bvlc_caffe_computed(shared_and_not):
     """Stored outputs of the build before 0004/0005 on the same seeded weights, one BLAS thread both times.
 
@@ -241,6 +245,7 @@ def test_the_four_deploy_nets_compute_what_bvlc_caffe_computed(shared_and_not):
                                        atol=1e-4 * float(np.abs(expected).max()), err_msg=f"{variant} {name}")
 
 
+@pytest.mark.slow
 def test_keep_blob_keeps_an_intermediate_blob_readable(caffe):
     keep = ("Conv3",)
     shared = run_isolated(deploy_outputs, "mrfnet", SIZES[:1], True, keep, timeout=120)
@@ -287,6 +292,7 @@ def test_a_shared_net_refuses_backward_and_unknown_keep_blobs(caffe):
 
 
 @pytest.mark.parametrize("share", [False, True], ids=["workspace", "workspace+shared-blobs"])
+@pytest.mark.slow
 def test_the_memory_estimate_is_what_a_forward_pass_takes(caffe, tmp_path, share):
     """Counted against the child's peak RSS above its start (parameters included), at a medium size."""
     from mrfnet.analyze.measure import measure_in_child

@@ -6,7 +6,10 @@ import re
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow  # Caffe's own suite in a child process
 def test_caffes_own_python_tests_pass(caffe):
     from mrfnet.runtime.caffe_env import caffe_prefix
 

@@ -301,6 +301,8 @@ def test_worker_processes_start_only_for_large_jobs(tmp_path):
 
 def test_ctrl_c_stops_the_build_quietly_and_keeps_nothing_half_written(tmp_path):
     """SIGINT to the process group (a terminal's Ctrl-C): exit 130, one line, no traceback, no partial LMDB."""
+    import contextlib
+    import mmap
     import os
     import signal
     import subprocess
@@ -312,7 +314,20 @@ def test_ctrl_c_stops_the_build_quietly_and_keeps_nothing_half_written(tmp_path)
                                 "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(6)  # past start-up, well before the build's ~20 s
+    # Past start-up: the workers are making pairs once the first transaction of records (128 of the 24,320) has
+    # grown the training LMDB past its two meta pages. Polled to a deadline, however slow the machine.
+    data_mdb = partial_path(out) / "train_lmdb.partial" / "data.mdb"
+    empty = 2 * mmap.PAGESIZE
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if data_mdb.stat().st_size > empty:
+                break
+        time.sleep(0.05)
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate(timeout=60)
+        pytest.fail(f"no records written in 300 s, or the build ended first (exit {process.returncode}):\n{output}")
     assert process.poll() is None, "the build ended before it could be interrupted"
     os.killpg(process.pid, signal.SIGINT)
     output, _ = process.communicate(timeout=120)

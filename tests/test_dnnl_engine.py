@@ -108,6 +108,7 @@ def grids(caffe) -> dict[str, dict[str, np.ndarray]]:
 
 @pytest.mark.parametrize("algorithm", ["DNNL", "DIRECT"])
 @pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
+@pytest.mark.slow
 def test_dnnl_matches_caffe_forward_and_every_gradient(grids, kind, algorithm):
     caffe_engine, dnnl = grids["CAFFE"], grids[algorithm]
     checked, failures = 0, []
@@ -124,6 +125,7 @@ def test_dnnl_matches_caffe_forward_and_every_gradient(grids, kind, algorithm):
     assert checked > 600 and not failures, "\n".join(failures)
 
 
+@pytest.mark.slow
 def test_direct_algorithm_keeps_winograd_off(grids):
     """Winograd (algorithm AUTO) rounds 3x3 stride-1 convolutions differently from DIRECT (where oneDNN has
     it for the case: not for every pad); every other case runs the same direct kernels in both, bit for bit."""
@@ -138,6 +140,7 @@ def test_direct_algorithm_keeps_winograd_off(grids):
     assert 0 < differing <= winograd_shaped
 
 
+@pytest.mark.slow
 def test_default_is_dnnl_in_cpu_mode(grids):
     """DEFAULT gives DNNL's bits exactly, and those differ from CAFFE's somewhere (another summation order)."""
     for key, value in grids["DNNL"].items():
@@ -198,6 +201,7 @@ def native_bf16(caffe) -> bool:
     return _native_bf16()
 
 
+@pytest.mark.slow
 def test_bf16_stays_within_bfloat16_rounding_of_fp32(caffe, grids, native_bf16):
     if not native_bf16:
         pytest.skip("this CPU has no native bfloat16 (the refusal is tested below)")
@@ -216,7 +220,7 @@ def _bf16_net_in_child() -> None:
 
 def test_bf16_without_native_support_is_refused_with_one_clear_line(monkeypatch, tmp_path):
     """oneDNN limited to plain AVX-512 (DNNL_MAX_CPU_ISA) stands in for a CPU without bfloat16."""
-    from mrfnet.train.driver import check_precision
+    from mrfnet.train.run_setup import check_precision
 
     monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX512_CORE")
     assert not _native_bf16()
@@ -227,7 +231,7 @@ def test_bf16_without_native_support_is_refused_with_one_clear_line(monkeypatch,
 
 
 def test_bf16_refuses_gpus_and_the_caffe_engine(caffe):
-    from mrfnet.train.driver import check_precision
+    from mrfnet.train.run_setup import check_precision
     from netgen import build_deploy
     from netgen.engine import set_convolution_engine
 
@@ -276,6 +280,7 @@ def _train_losses(engine: str, folder: str, iterations: int) -> list[float]:
     return losses
 
 
+@pytest.mark.slow
 def test_twenty_mrfnet_iterations_on_dnnl_follow_the_caffe_engine(tmp_path):
     """At the paper's learning rate (1e-4). Training amplifies float rounding: at the main job's 5e-4 the two
     engines' losses drift 2.8e-3 apart by iteration 20 on this data, each the other's noise."""

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 INSTALLER = REPO / "tools" / "install_caffe.sh"
@@ -142,6 +144,7 @@ def test_gpu_flags_are_cuda_without_cudnn_with_nccl_and_the_arch_list(tmp_path):
     assert "  -DCPU_ONLY=ON\n" in cpu.stdout and "CUDA" not in cpu.stdout and "mode: cpu" in cpu.stdout
 
 
+@pytest.mark.slow
 def test_the_gpu_key_differs_from_the_cpu_key_and_follows_the_arch_list_and_gpu_patches(tmp_path):
     cuda = fake_cuda(tmp_path)
     cpu_key = run_installer("--print-key").stdout.strip()

@@ -17,14 +17,17 @@ import cv2
 import numpy as np
 import pytest
 
-from mrfnet.train.driver import TrainOptions, prepare_run, train
+from mrfnet.train.driver import train
+from mrfnet.train.options import TrainOptions
+from mrfnet.train.run_setup import prepare_run
 from mrfnet.train.snapshots import resumable_solverstate
 from tests.scoring_helpers import make_pair_lmdb
 
 SIDE = 16  # records as large as the crop, and left-right symmetric: Caffe's random crop and mirror change nothing
 MPIRUN = shutil.which("mpirun")
-pytestmark = pytest.mark.skipif(MPIRUN is None or not shutil.which("ompi_info"),
-                                reason="Open MPI's mpirun is missing (bash tools/bootstrap.sh test installs it)")
+pytestmark = [pytest.mark.skipif(MPIRUN is None or not shutil.which("ompi_info"),
+                                 reason="Open MPI's mpirun is missing (bash tools/bootstrap.sh test installs it)"),
+              pytest.mark.slow]  # mpirun starts and training runs: minutes on 2 cores
 
 
 def _symmetric_pairs(count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

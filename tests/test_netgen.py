@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -144,11 +145,31 @@ def test_bad_input_raises_value_error(call):
         call()
 
 
-def test_cli_reports_bad_input_in_one_line(capsys, tmp_path):
+def _the_one_error_line(caplog) -> str:
+    """The single ERROR the last command logged, checked to be one line without a traceback; clears the log."""
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1, [record.getMessage() for record in errors]
+    message = errors[0].getMessage()
+    assert "\n" not in message and errors[0].exc_info is None and "Traceback" not in caplog.text, caplog.text
+    caplog.clear()
+    return message
+
+
+def test_cli_reports_bad_input_in_one_line(capsys, caplog, tmp_path):
     assert cli.main(["netgen", "--report", "--sizes", "abc"]) == 1
-    assert cli.main(["netgen", "--report-prototxt", str(tmp_path / "missing.prototxt")]) == 1
-    with pytest.raises(SystemExit):
+    message = _the_one_error_line(caplog)
+    assert "--sizes" in message and "'abc'" in message, message
+    missing = tmp_path / "missing.prototxt"
+    assert cli.main(["netgen", "--report-prototxt", str(missing)]) == 1
+    message = _the_one_error_line(caplog)
+    assert "--report-prototxt" in message and str(missing) in message, message
+    assert "Traceback" not in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
         cli.main(["netgen", "--variants", "unet"])
+    assert exited.value.code == 2  # argparse: its usage, then one error line
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "'unet'" in errors[0] and "Traceback" not in err, err
 
 
 def test_parse_sizes_reads_width_by_height():

@@ -1,4 +1,4 @@
-"""The generated nets in real Caffe: shapes, forward/backward, the scale refinement loss and its weights, the report.
+"""The generated nets in real Caffe: shapes, forward/backward, the scale loss and its weights, the Table I counts.
 
 Forward and backward run at small sizes (an odd crop of 61 and a 61x83 deploy input: neither a
 multiple of the stride 8) to keep the CPU suite short; 256x256 and 250x330 are checked through
@@ -15,7 +15,7 @@ import pytest
 
 import netgen
 from mrfnet import cli
-from mrfnet.analyze import table1 as report
+from mrfnet.analyze import layer_counts
 from mrfnet.runtime.caffe_env import CaffeError
 from netgen.layers import scale_loss_values, set_scale_loss_weights
 
@@ -61,7 +61,8 @@ def expected_shapes(height, width, batch=1):
     return [(batch, 3, h, w) for h, w in netgen.scale_sides(height, width)]
 
 
-@pytest.mark.parametrize("variant", list(netgen.VARIANTS))
+@pytest.mark.parametrize("variant", [  # the quick subset (-m "not slow") keeps MRFNet
+    pytest.param(variant, marks=() if variant == "mrfnet" else pytest.mark.slow) for variant in netgen.VARIANTS])
 def test_deploy_shapes_and_forward_backward(caffe, tmp_path, variant):
     for height, width in ((256, 256), (250, 330)):
         # read intermediate blobs below: without shared storage (tests/test_caffe_lean.py checks it)
@@ -95,6 +96,7 @@ def test_deploy_shapes_and_forward_backward(caffe, tmp_path, variant):
 
 @pytest.mark.parametrize("variant", list(netgen.VARIANTS))
 @pytest.mark.parametrize("loss", ["native", "python"])
+@pytest.mark.slow
 def test_train_val_trains_on_lmdb_pairs(caffe, tmp_path, pairs_lmdb, variant, loss):
     for crop in (256, 250):  # Caffe's shape inference at set-up, no forward
         net = train_val(caffe, tmp_path, pairs_lmdb, variant, loss, phase=caffe.TRAIN, crop=crop)
@@ -130,6 +132,7 @@ def eq5(net):
 
 
 @pytest.mark.parametrize("variant", ["mrfnet", "refinenet"])
+@pytest.mark.slow
 def test_python_and_native_losses_agree_and_match_eq5(caffe, tmp_path, pairs_lmdb, variant):
     native = train_val(caffe, tmp_path, pairs_lmdb, variant, "native")
     weights = tmp_path / "weights.caffemodel"
@@ -263,7 +266,7 @@ def test_weights_load_by_name_into_regenerated_nets(caffe, tmp_path, pairs_lmdb)
 
 def test_report_counts_from_caffe_shapes(caffe, tmp_path):
     deploy = netgen.build_deploy("mrfnet", height=64, width=96)
-    rows = {row.name: row for row in report.layer_table(str(deploy))}
+    rows = {row.name: row for row in layer_counts.layer_table(str(deploy))}
     net = load(caffe, tmp_path, deploy, caffe.TEST)
     assert sum(row.params for row in rows.values()) == sum(b.data.size for bs in net.params.values() for b in bs)
     conv1 = rows["Conv1"]
@@ -272,18 +275,19 @@ def test_report_counts_from_caffe_shapes(caffe, tmp_path):
     assert rows["Conv3"].size == (32, 48) and rows["Conv3"].macs == 32 * 48 * 128 * 64 * 25
     assert rows["deconv1"].macs == 8 * 12 * 256 * 128 * 16  # per input position of the 1/8 map
     assert rows["r1_crp_pool1"].kernel == "5x5" and rows["r1_crp_pool1"].macs == 0
-    resized = {row.name: row for row in report.layer_table(str(deploy), 250, 330)}
+    resized = {row.name: row for row in layer_counts.layer_table(str(deploy), 250, 330)}
     assert resized["out_r4"].size == (250, 330) and resized["out_r1"].size == (32, 42)
 
 
 def test_report_turns_caffe_rejections_into_errors(caffe):
     broken = str(netgen.build_deploy("mrfnet")).replace('bottom: "Conv7"', 'bottom: "Conv77"', 1)
     with pytest.raises(CaffeError, match="Conv77"):
-        report.layer_table(broken)
+        layer_counts.layer_table(broken)
     with pytest.raises(ValueError):
-        report.layer_table("layer { this is not a prototxt")
+        layer_counts.layer_table("layer { this is not a prototxt")
 
 
+@pytest.mark.slow
 def test_report_prints_every_variant_with_totals_and_ratios(caffe, capsys):
     assert cli.main(["netgen", "--report", "--sizes", "64x64,96x48"]) == 0
     text = capsys.readouterr().out
@@ -293,6 +297,7 @@ def test_report_prints_every_variant_with_totals_and_ratios(caffe, capsys):
     assert "MACs@96x48" in text and "conv_r4_m4" in text
 
 
+@pytest.mark.slow
 def test_draw_renders_a_png(caffe, tmp_path):
     pytest.importorskip("pydot")
     assert cli.main(["netgen", "--draw", str(tmp_path), "--variants", "lwrefinenet"]) == 0

@@ -11,12 +11,15 @@ import pytest
 from mrfnet.cli import main
 from mrfnet.export.engines import ConvertedModel, OnnxFile, resolve_source
 from mrfnet.export.exporter import export_model
-from mrfnet.export.onnx_graph import UnsupportedLayer, caffe_to_onnx
+from mrfnet.export.onnx_graph import caffe_to_onnx
+from mrfnet.export.onnx_layers import UnsupportedLayer
 from mrfnet.export.onnx_model import OnnxModel
 from mrfnet.export.quantize import INT8, quantize_int8
 from mrfnet.infer.model import Model
 from mrfnet.infer.weights import WeightsMismatch, read_prototxt
-from mrfnet.train.driver import TrainOptions, prepare_run, train
+from mrfnet.train.driver import train
+from mrfnet.train.options import TrainOptions
+from mrfnet.train.run_setup import prepare_run
 from netgen import OUTPUTS, VARIANTS
 from tests.scoring_helpers import make_lmdb, make_pairs, randomise, save_caffemodel, smooth_image, write_deploy
 
@@ -53,6 +56,7 @@ def trained_run(caffe, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.slow
 def test_onnx_runtime_matches_caffe_for_every_variant_at_odd_sizes(caffe, tmp_path, variant):
     model = _random_model(caffe, tmp_path, variant)
     graphs = {form: OnnxModel(export_model(model, variant=variant, for_int8=form == "int8 graph"))
@@ -66,6 +70,7 @@ def test_onnx_runtime_matches_caffe_for_every_variant_at_odd_sizes(caffe, tmp_pa
             assert np.max(np.abs(onnx_out - caffe_out)) <= TOLERANCE, (variant, form, height, width)
 
 
+@pytest.mark.slow
 def test_a_trained_snapshot_matches_on_a_photograph_and_on_every_output(caffe, trained_run, tmp_path):
     from skimage import data
 
@@ -87,6 +92,7 @@ def test_a_trained_snapshot_matches_on_a_photograph_and_on_every_output(caffe, t
         assert np.max(np.abs(value[0] - model.net.blobs[name].data[0])) <= TOLERANCE, name
 
 
+@pytest.mark.slow
 def test_the_exported_file_passes_the_full_checker_and_runs_batches(caffe, trained_run, tmp_path):
     out = tmp_path / "model.onnx"
     assert main(["export", str(trained_run), "--out", str(out)]) == 0
@@ -176,6 +182,7 @@ def test_an_unsupported_layer_is_named_and_nothing_is_written(caffe, tmp_path, c
         export_model(Model(deploy, weights))
 
 
+@pytest.mark.slow
 def test_weights_of_another_net_get_the_caffe_paths_error(caffe, tmp_path, caplog):
     weights = save_caffemodel(caffe, write_deploy(tmp_path / "a", "mrfnet"), tmp_path / "mrfnet.caffemodel")
     out = tmp_path / "model.onnx"
@@ -195,6 +202,7 @@ def test_weights_of_another_net_get_the_caffe_paths_error(caffe, tmp_path, caplo
         ConvertedModel(write_deploy(tmp_path / "b", "refinenet"), weights)
 
 
+@pytest.mark.slow
 def test_deblur_and_score_with_onnx_runtime_match_caffe(caffe, trained_run, tmp_path, capsys):
     from mrfnet.evaluate.scoring import score_model
 
@@ -222,6 +230,7 @@ def test_deblur_and_score_with_onnx_runtime_match_caffe(caffe, trained_run, tmp_
     assert difference.max() <= 1  # uint8 rounding of outputs 1e-4 apart
 
 
+@pytest.mark.slow
 def test_engine_choices_that_make_no_sense_are_refused(caffe, trained_run, tmp_path, caplog):
     onnx_file = tmp_path / "model.onnx"
     assert main(["export", str(trained_run), "--out", str(onnx_file)]) == 0
@@ -245,6 +254,7 @@ def test_engine_choices_that_make_no_sense_are_refused(caffe, trained_run, tmp_p
         resolve_source(broken)
 
 
+@pytest.mark.slow
 def test_int8_quantisation_keeps_the_interface_and_stays_close(caffe, trained_run, tmp_path):
     calibration = make_lmdb(tmp_path / "val_lmdb", make_pairs(seed=7, sizes=((32, 32),) * 4))
     out = tmp_path / "int8.onnx"
@@ -263,6 +273,7 @@ def test_int8_quantisation_keeps_the_interface_and_stays_close(caffe, trained_ru
 
 
 
+@pytest.mark.slow
 def test_time_with_onnx_runtime_times_whole_images_and_tiles(caffe):
     from mrfnet.analyze.timing import time_variants
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -94,33 +96,88 @@ def test_compare_has_a_floor():
     assert (difference, noise, verdict) == (pytest.approx(0.95), pytest.approx(0.2), CONFIRMED)
 
 
-def test_a_folder_without_results_is_a_clear_error(tmp_path):
+def test_a_folder_without_results_is_a_clear_error(tmp_path, caplog, capsys):
     from mrfnet.cli import main
 
     assert main(["report", str(tmp_path)]) == 1
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors == [f"{tmp_path} holds no {RESULTS}: run `mrfnet reproduce` first"], errors
+    assert "Traceback" not in caplog.text and capsys.readouterr().out == ""  # one line, no summary printed
+    assert list(tmp_path.iterdir()) == []  # no report or figures drawn
 
 
-def test_reproduce_quick_end_to_end(tmp_path):
-    """The main job's few-minute version: every stage for real, then the report with numbers in each section."""
+@dataclass(frozen=True)
+class QuickJob:
+    """One run of `mrfnet reproduce --quick`, as it left its report folder."""
+
+    argv: list[str]
+    folder: Path
+    text: str  # report.md
+    results: dict
+    timed: object  # what its timing stage returned
+
+
+@pytest.fixture(scope="module")
+def quick_job(tmp_path_factory) -> QuickJob:
+    """The main job's few-minute version, run once for the tests below: every stage for real."""
     from mrfnet.cli import main
+    from mrfnet.reproduce import job
+
+    root = tmp_path_factory.mktemp("reproduce")
+    argv = ["reproduce", "--quick", "--work-dir", str(root / "work"), "--reports", str(root)]
+    timed = []
+    time_variants = job.time_variants
+
+    def recording(*args, **kwargs):  # the real timing stage; only what it returns is kept
+        timed.append(time_variants(*args, **kwargs))
+        return timed[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(job, "time_variants", recording)
+        assert main(argv) == 0
+    folder = root / "quick"
+    return QuickJob(argv, folder, (folder / REPORT).read_text(), json.loads((folder / RESULTS).read_text()),
+                    timed[-1])
+
+
+@pytest.mark.slow
+def test_reproduce_quick_writes_the_report_with_every_section(quick_job):
+    for heading in SECTIONS:
+        assert heading in quick_job.text, heading
+
+
+@pytest.mark.slow
+def test_reproduce_quick_scores_every_planned_run_and_the_test_set(quick_job):
     from mrfnet.reproduce.job import QUICK, run_plan
 
-    assert main(["reproduce", "--quick", "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path)]) == 0
-    folder = tmp_path / "quick"
-    text = (folder / REPORT).read_text()
-    for heading in SECTIONS:
-        assert heading in text, heading
-    results = json.loads((folder / RESULTS).read_text())
+    results = quick_job.results
     assert set(results["runs"]) == set(run_plan(QUICK))
     assert set(results["test"]) == {"blurry", HEADLINE}
     scores = [run["val"] for run in results["runs"].values()] + list(results["test"].values())
     assert all(0 < s["psnr"] < 100 and 0 < s["ssim"] <= 1 for s in scores)
-    for name, run in results["runs"].items():
-        curve = read_curve(folder / CURVES / f"{name}.csv")
+
+
+@pytest.mark.slow
+def test_reproduce_quick_keeps_each_runs_curve_validated_at_the_end_and_the_montages(quick_job):
+    for name, run in quick_job.results["runs"].items():
+        curve = read_curve(quick_job.folder / CURVES / f"{name}.csv")
         assert len(curve["iteration"]) == run["iterations"]
         assert val_points(curve)[0][-1] == run["iterations"]  # validated at the end
-    for montage in results["montages"]:
-        assert (folder / montage).is_file()
-    # A second call reuses the data and the finished runs instead of training again.
-    assert main(["reproduce", "--quick", "--work-dir", str(tmp_path / "work"), "--reports", str(tmp_path)]) == 0
-    assert json.loads((folder / RESULTS).read_text())["seconds"]["train"] < results["seconds"]["train"]
+    for montage in quick_job.results["montages"]:
+        assert (quick_job.folder / montage).is_file()
+
+
+@pytest.mark.slow
+def test_reproduce_quick_again_reuses_the_data_and_the_finished_runs(quick_job, monkeypatch):
+    """A second call reuses the data and the finished runs instead of training again (it rewrites results.json:
+    the tests above read the first call's copy, kept in the fixture). Its timing stage, which reuses nothing and
+    is not what this test is about, hands back the first call's timings instead of timing the variants again."""
+    from mrfnet.cli import main
+    from mrfnet.reproduce import job
+
+    monkeypatch.setattr(job, "time_variants", lambda *args, **kwargs: quick_job.timed)
+    assert main(quick_job.argv) == 0
+    again = json.loads((quick_job.folder / RESULTS).read_text())
+    assert again["seconds"]["train"] < quick_job.results["seconds"]["train"]
+    assert {name: run["val"] for name, run in again["runs"].items()} == \
+        {name: run["val"] for name, run in quick_job.results["runs"].items()}  # the same finished runs

@@ -21,7 +21,8 @@ from test_train import CROP, _has_rows, _options, dataset  # noqa: F401  (datase
 
 from mrfnet.cli import main
 from mrfnet.runtime.folder_lock import FolderBusy, hold, holding, release
-from mrfnet.train.driver import prepare_run, train
+from mrfnet.train.driver import train
+from mrfnet.train.run_setup import prepare_run
 
 TRAIN = [sys.executable, "-m", "mrfnet.cli", "train"]
 
@@ -48,6 +49,7 @@ def _holder(folder: Path) -> subprocess.Popen:
     return process
 
 
+@pytest.mark.slow
 def test_a_resume_of_a_folder_in_training_is_refused_naming_the_trainer(dataset, tmp_path, caplog):  # noqa: F811
     run_dir = prepare_run(_options(dataset, tmp_path / "run", iterations=100000, snapshot_every=4), ["test"])
     first = subprocess.Popen([*TRAIN, "--run-dir", str(run_dir), "--resume"], stdout=subprocess.DEVNULL,
@@ -66,6 +68,7 @@ def test_a_resume_of_a_folder_in_training_is_refused_naming_the_trainer(dataset,
     release(hold(run_dir))  # free again: the kernel released the lock of the killed process
 
 
+@pytest.mark.slow
 def test_a_new_run_being_created_elsewhere_is_left_alone(dataset, tmp_path, caplog):  # noqa: F811
     run_dir = tmp_path / "run"
     partial = tmp_path / ".run.partial"
@@ -106,6 +109,7 @@ def test_the_lock_is_one_per_process_and_given_back(tmp_path):
             holder.wait()
 
 
+@pytest.mark.slow
 def test_a_copied_run_folder_resumes_from_its_own_snapshots(dataset, tmp_path, caplog):  # noqa: F811
     """Caffe's solverstate names its caffemodel by an absolute path, the original folder's in a copy: the
     copy's own caffemodel is read, and a damaged one is skipped, never replaced by the original's."""

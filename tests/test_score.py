@@ -130,6 +130,7 @@ def test_missing_pair_and_size_mismatch_are_errors_naming_files(pairs, tmp_path)
         LmdbTestSet(tmp_path / "nothing")
 
 
+@pytest.mark.slow
 def test_run_folder_scores_snapshots_in_iteration_order(caffe, test_lmdb, tmp_path):
     run = make_run(caffe, tmp_path / "run", iterations=(10, 2))
     assert [it for it, _ in run_snapshots(run)] == [2, 10]  # not the names' order (_iter_10 < _iter_2)
@@ -151,6 +152,7 @@ def test_run_folder_scores_snapshots_in_iteration_order(caffe, test_lmdb, tmp_pa
     assert summary["metrics"]["ssim"] == "gaussian2d" and summary["metrics"]["y_channel"]
 
 
+@pytest.mark.slow
 def test_table_compares_score_outputs(lmdb_report, model_files, caffe, test_lmdb, tmp_path):
     other = save_caffemodel(caffe, model_files[0], tmp_path / "other_iter_7.caffemodel", seed=3)
     score_model(model_files[0], other, test_lmdb=test_lmdb, out_dir=tmp_path / "other")
@@ -171,6 +173,7 @@ def test_table_compares_score_outputs(lmdb_report, model_files, caffe, test_lmdb
 # ---------------------------------------------------------------- bad input
 
 
+@pytest.mark.slow
 def test_a_run_with_a_damaged_snapshot_scores_the_others_and_names_it(caffe, test_lmdb, tmp_path, capsys):
     run = make_run(caffe, tmp_path / "run", iterations=(2, 5, 10))
     damaged = run / "snapshots" / f"{SMALLEST_VARIANT}_iter_5.caffemodel"
@@ -208,6 +211,7 @@ def test_missing_and_corrupt_caffemodels_are_clear_errors(model_files, test_lmdb
     assert "truncated.caffemodel is not a caffemodel" in caplog.text
 
 
+@pytest.mark.slow
 def test_weights_of_another_variant_are_refused(caffe, model_files, tmp_path):
     refinenet = inspect_deploy(write_deploy(tmp_path, "refinenet"))
     with pytest.raises(WeightsMismatch, match=r"(?s)does not fit.*differ in shape: r1_rcu1_conv1: the net has "

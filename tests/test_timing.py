@@ -30,6 +30,7 @@ def test_parse_caffe_time_and_sizes():
         parse_sizes("1280*720")
 
 
+@pytest.mark.slow
 def test_time_command_on_tiny_sizes(tmp_path):
     assert caffe_cli() is not None
     code = cli.main(["time", "--variants", SMALLEST_VARIANT, "--sizes", "48x32", "--repeats", "2",
@@ -53,6 +54,7 @@ def test_time_command_on_tiny_sizes(tmp_path):
 LIMIT_GB, TILE_GB = 0.023, 0.018
 
 
+@pytest.mark.slow
 def test_too_large_for_the_limit_is_timed_in_tiles():
     report = time_variants([SMALLEST_VARIANT], sizes=[(64, 80)], repeats=1, warmup=0, memory_batches=[4],
                            memory_side=64, max_memory_gb=LIMIT_GB, tile_memory_gb=TILE_GB, overlap=16, caffe_time=False)
@@ -65,6 +67,7 @@ def test_too_large_for_the_limit_is_timed_in_tiles():
     assert "80x64 in 32x32 tiles" in timing_note and "Training memory" in memory_note
 
 
+@pytest.mark.slow
 def test_training_memory_can_be_counted_without_running_it():
     report = time_variants([SMALLEST_VARIANT], sizes=[(64, 80)], repeats=1, warmup=1, memory_batches=[2],
                            memory_side=64, max_memory_gb=LIMIT_GB, tile_memory_gb=TILE_GB, overlap=16, caffe_time=False,

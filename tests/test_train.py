@@ -18,9 +18,12 @@ import numpy as np
 import pytest
 
 from mrfnet.infer.weights import nonfinite_values, read_caffemodel
-from mrfnet.train.driver import TrainingError, TrainOptions, prepare_run, train
+from mrfnet.train.driver import train
 from mrfnet.train.loss_schedule import loss_schedule
-from netgen import build_deploy
+from mrfnet.train.options import TrainOptions
+from mrfnet.train.run_setup import prepare_run
+from mrfnet.train.snapshots import TrainingError
+from netgen import VARIANTS, build_deploy
 from tests.scoring_helpers import make_pair_lmdb
 
 SIDE = 24
@@ -69,7 +72,8 @@ def _weights(caffe, run_dir: Path, iteration: int, variant: str = "lwrefinenet")
     return {f"{name}/{i}": blob.data.copy() for name, blobs in net.params.items() for i, blob in enumerate(blobs)}
 
 
-@pytest.mark.parametrize("variant", ["refinenet", "lwrefinenet", "rcrefinenet", "mrfnet"])
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
 def test_the_loss_falls_for_every_variant(dataset, tmp_path, variant):
     run_dir = prepare_run(_options(dataset, tmp_path / "run", variant=variant, iterations=30, snapshot_every=30,
                                    batch_size=4), ["test"])
@@ -83,6 +87,7 @@ def test_the_loss_falls_for_every_variant(dataset, tmp_path, variant):
     assert result.snapshot == run_dir / "snapshots" / f"{variant}_iter_30.caffemodel"
 
 
+@pytest.mark.slow
 def test_the_run_folder_holds_everything_and_snapshots_load(caffe, dataset, tmp_path):
     run_dir = prepare_run(_options(dataset, tmp_path / "run"), ["mrfnet", "train", "--x"])
     train(run_dir)
@@ -97,6 +102,7 @@ def test_the_run_folder_holds_everything_and_snapshots_load(caffe, dataset, tmp_
     assert any(not np.array_equal(first[k], last[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_resuming_gives_exactly_the_uninterrupted_weights(caffe, dataset, tmp_path):
     straight = prepare_run(_options(dataset, tmp_path / "straight"), ["test"])
     train(straight)
@@ -114,6 +120,7 @@ def test_resuming_gives_exactly_the_uninterrupted_weights(caffe, dataset, tmp_pa
     assert [int(r["iteration"]) for r in rows] == list(range(1, 9))
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_snapshot(dataset, tmp_path):
     run_dir = prepare_run(_options(dataset, tmp_path / "run", base_lr=1e12, iterations=40, snapshot_every=1),
                           ["test"])
@@ -127,6 +134,7 @@ def test_a_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_snapshot(
         assert not nonfinite_values(read_caffemodel(named)), named
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGUSR1])
 def test_a_stop_signal_snapshots_and_exits_130(dataset, tmp_path, stop):
     """Ctrl-C, and SIGUSR1 (a cluster's warning before its time limit: sbatch --signal=USR1@120), without mpirun."""
@@ -161,6 +169,7 @@ def test_sigint_while_the_solver_starts_up_still_exits_130(dataset, tmp_path):
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_the_edge_branch_trains_and_its_losses_are_logged(dataset, tmp_path):
     run_dir = prepare_run(_options(dataset, tmp_path / "run", edge=True, iterations=6, snapshot_every=6), ["test"])
     result = train(run_dir)
@@ -187,6 +196,7 @@ def test_refusals(dataset, tmp_path):
     assert not (tmp_path / "run5").exists()
 
 
+@pytest.mark.slow
 def test_resume_skips_a_damaged_or_poisoned_newest_snapshot(caffe, dataset, tmp_path, caplog):
     """The newest pair is verified (parses, fits the net, finite); a failing one is skipped, named, and kept."""
     from caffe.proto import caffe_pb2
@@ -212,6 +222,7 @@ def test_resume_skips_a_damaged_or_poisoned_newest_snapshot(caffe, dataset, tmp_
     assert "skipping snapshot lwrefinenet_iter_8.solverstate" in caplog.text and "non-finite" in caplog.text
 
 
+@pytest.mark.slow
 def test_keep_snapshots_keeps_the_newest_good_pairs(caffe, dataset, tmp_path):
     """--keep-snapshots 2: the two newest complete, finite pairs stay; older ones go; a poisoned pair never counts."""
     from caffe.proto import caffe_pb2
@@ -235,6 +246,7 @@ def test_keep_snapshots_keeps_the_newest_good_pairs(caffe, dataset, tmp_path):
     assert train(run_dir, resume=True).iteration == 8  # resumes from the good pair at 6
 
 
+@pytest.mark.slow
 def test_a_failed_start_leaves_no_run_folder(caffe, dataset, tmp_path, caplog):
     """--weights that are truncated, empty or another variant's (Caffe would abort, or copy nothing and train
     from scratch) are refused before the folder exists (issue 24)."""
@@ -265,6 +277,7 @@ def test_a_failed_start_leaves_no_run_folder(caffe, dataset, tmp_path, caplog):
     assert "not fully created" in caplog.text
 
 
+@pytest.mark.slow
 def test_resumes_that_would_restart_or_break_are_refused(dataset, tmp_path, caplog):
     """Issue 24: solverstates gone (a resume would retrain from 0 over the caffemodels), and --data whose
     records are smaller than the run's crop (Caffe would abort, and options.json would already point there)."""
@@ -305,6 +318,7 @@ def test_the_loss_schedules():
         loss_schedule("10:1,1,1,1", 100)
 
 
+@pytest.mark.slow
 def test_a_trained_checkpoint_beats_the_blurry_baseline(dataset, tmp_path):
     """Train briefly on one blur (5x5 box) and score held-out pairs of it: the output beats the blurred input."""
     from mrfnet.evaluate.scoring import score_run
@@ -327,6 +341,7 @@ def test_gpus_are_refused_on_a_cpu_only_caffe(dataset, tmp_path, caplog):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_val_every_writes_scores_that_agree_with_mrfnet_score(dataset, tmp_path):
     from mrfnet.evaluate.scoring import score_run
 
@@ -357,6 +372,7 @@ def test_val_every_refuses_nonsense(dataset, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_short_mrfnet_run_learns_below_the_identity(caffe, dataset, tmp_path):
     """Does this pipeline learn at all? A short MRFNet run of the driver ends with a full-resolution loss on
     a fixed batch (the training pairs, whole) clearly below the identity loss (blurred input vs sharp) of that
@@ -379,6 +395,7 @@ def test_a_short_mrfnet_run_learns_below_the_identity(caffe, dataset, tmp_path):
     assert trained < 0.95 * identity, (trained, identity)
 
 
+@pytest.mark.slow
 def test_a_moved_run_folder_resumes_with_its_data_moved_too(dataset, tmp_path):
     """Paths in a run folder are relative to it; --data on resume says where the LMDBs are now."""
     import shutil
@@ -407,6 +424,7 @@ def _set_max_iter(run_dir: Path, max_iter: int) -> None:
     solver.write_text(re.sub(r"max_iter: \d+", f"max_iter: {max_iter}", solver.read_text()))
 
 
+@pytest.mark.slow
 def test_a_snapshot_whose_progress_row_was_never_written_is_not_resumed_from(caffe, dataset, tmp_path, caplog):
     """The parent killed between its solver's snapshot and writing that row (issue 24): the resume goes back to
     the newest snapshot whose row is on record, so no row is missing, and ends at the uninterrupted weights."""
@@ -424,6 +442,7 @@ def test_a_snapshot_whose_progress_row_was_never_written_is_not_resumed_from(caf
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_a_validation_a_stop_cut_short_is_scored_on_resume(dataset, tmp_path):
     """A stop during validation leaves that row without its scores (it must not wait for a whole validation:
     mpirun kills a second after its SIGTERM); the resume scores the restored weights first and fills them in."""
@@ -441,6 +460,7 @@ def test_a_validation_a_stop_cut_short_is_scored_on_resume(dataset, tmp_path):
     assert rows[-1] == scored
 
 
+@pytest.mark.slow
 def test_sigterm_then_sigkill_loses_no_progress_row_or_validation(dataset, tmp_path):
     """What mpirun does to every process at a time limit (SIGTERM, SIGKILL a second later), wherever it lands:
     after a resume, progress.csv holds every iteration once, each with its validation."""
@@ -478,6 +498,7 @@ def _one_error_line(done: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
+@pytest.mark.slow
 def test_a_snapshot_caffe_cannot_write_is_one_line_and_leaves_the_older_ones(dataset, tmp_path):
     """A file-size limit (as a full disk) refuses Caffe's snapshot write: one line saying so and where (not
     Caffe's F-line), no half-written file; a resume the disk cannot hold leaves the older snapshot as it was."""
@@ -525,3 +546,29 @@ def test_a_batch_caffe_cannot_hold_is_refused_in_one_line(dataset, tmp_path, cap
     assert main(command) == 1
     assert "over Caffe's limit of 2^31-1: at most" in caplog.text
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_config_reproduces_a_run_from_its_options_json(caffe, dataset, tmp_path):
+    """`--config RUN/options.json` trains the same run again (same options but the folder, same weights);
+    KEY=VALUE and flags change what they name only; a resume refuses anything that would change the run."""
+    from mrfnet.cli import main
+
+    first, again, changed = tmp_path / "first", tmp_path / "again", tmp_path / "changed"
+    assert main(["train", "--run-dir", str(first), "--data", str(dataset), "--variant", "lwrefinenet",
+                 "--batch-size", "2", "--crop-size", str(CROP), "--iterations", "4", "--snapshot-every", "4",
+                 "--loss-schedule", "uniform"]) == 0
+    assert main(["train", "--run-dir", str(again), "--config", str(first / "options.json")]) == 0
+    stored = [json.loads((folder / "options.json").read_text()) for folder in (first, again)]
+    assert [{**options, "run_dir": None} for options in stored] == [{**stored[0], "run_dir": None}] * 2
+    expected, got = _weights(caffe, first, 4), _weights(caffe, again, 4)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    assert main(["train", "--run-dir", str(changed), "--config", str(first / "options.json"), "iterations=2",
+                 "--seed", "3"]) == 0
+    options = json.loads((changed / "options.json").read_text())
+    assert (options["iterations"], options["seed"], options["batch_size"]) == (2, 3, 2)
+    before = (first / "options.json").read_bytes()
+    assert main(["train", "--run-dir", str(first), "--resume", "iterations=8"]) == 1
+    assert main(["train", "--run-dir", str(first), "--resume", "--batch-size", "4"]) == 1
+    assert (first / "options.json").read_bytes() == before

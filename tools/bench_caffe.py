@@ -64,7 +64,7 @@ def numpy_sgemm_gflops(repeats: int = 5) -> float:
 
 
 def forward_macs(height: int, width: int) -> int:
-    from mrfnet.analyze.table1 import layer_table
+    from mrfnet.analyze.layer_counts import layer_table
     from netgen import build_deploy
 
     return sum(row.macs for row in layer_table(str(build_deploy(VARIANT, height=height, width=width,

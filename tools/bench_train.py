@@ -17,7 +17,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from mrfnet.train.driver import TrainOptions, prepare_run, train
+from mrfnet.train.driver import train
+from mrfnet.train.options import TrainOptions
+from mrfnet.train.run_setup import prepare_run
 from netgen.variants import VARIANTS
 
 SETTINGS = {"native": dict(loss="native"), "python loss": dict(loss="python"),

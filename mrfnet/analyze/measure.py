@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from mrfnet.infer.tiling import caffe_forward, predict_with
 from mrfnet.infer.weights import read_prototxt
 from mrfnet.runtime.caffe_env import import_caffe
 from mrfnet.runtime.device import set_mode
+from mrfnet.runtime.errors import InvalidValue
 from mrfnet.runtime.machine import status_kb
 from netgen import build_deploy
 from netgen.sizes import size_label
@@ -86,45 +88,10 @@ def measure_in_child(prototxt: str, *, repeats: int, warmup: int, max_bytes: int
         result["skipped"] = f"needs {needed / 2**30:.1f} GB counted, above the {max_bytes / 2**30:.1f} GB limit"
         return result
     _limit_address_space(needed + HEADROOM_BYTES)
-    shape = net.blobs["blur"].data.shape
-    rng = np.random.default_rng(0)
-    outputs = list(net.outputs)
-    exported = None
-    if engine == "onnxruntime":
-        if train:
-            raise ValueError("ONNX Runtime runs inference only: training is timed in Caffe")
-        exported = OnnxModel(caffe_to_onnx(read_prototxt(prototxt), caffe_params(net), outputs=outputs))
-    if image_size is not None:
-        forward = exported.forward if exported is not None else caffe_forward(net)
-        image = rng.integers(0, 256, (*image_size, 3), dtype=np.uint8)
-        tile = rng.random(shape[1:], dtype=np.float32)
-        result["tile"] = size_label(shape[2], shape[3])
-
-        def run() -> None:
-            predict_with(forward, image, tile=(shape[2], shape[3]), overlap=overlap)
-
-        def warm_up() -> None:
-            forward(tile)
-    elif exported is not None:
-        feed = {"blur": rng.random(shape, dtype=np.float32)}
-
-        def run() -> None:
-            exported.session.run(None, feed)  # every output, read back as numpy arrays
-
-        warm_up = run
-    else:
-        net.blobs["blur"].data[...] = rng.random(shape, dtype=np.float32)
-
-        def run() -> None:
-            net.forward()
-            if train:
-                for name in outputs:
-                    net.blobs[name].diff[...] = 1e-3
-                net.backward()
-            for name in outputs:
-                np.array(net.blobs[name].data)  # read the outputs back, as a caller would
-
-        warm_up = run
+    if engine == "onnxruntime" and train:
+        raise InvalidValue("ONNX Runtime runs inference only: training is timed in Caffe")
+    run, warm_up = _workload(net, prototxt, train=train, overlap=overlap, image_size=image_size, engine=engine,
+                             result=result)
     for _ in range(warmup):
         warm_up()
     times = []
@@ -136,6 +103,44 @@ def measure_in_child(prototxt: str, *, repeats: int, warmup: int, max_bytes: int
     result["peak_rss"] = status_kb("VmHWM") * 1024
     result["rss_above_start"] = result["peak_rss"] - rss_before
     return result
+
+
+def _workload(net: Any, prototxt: str, *, train: bool, overlap: int, image_size: tuple[int, int] | None,
+              engine: str, result: dict[str, Any]) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(what is timed, its warm-up) for ``measure_in_child``: tiled inference of an image, the ONNX export's
+    forward, or Caffe's forward (and backward when ``train``), on random inputs."""
+    shape = net.blobs["blur"].data.shape
+    rng = np.random.default_rng(0)
+    outputs = list(net.outputs)
+    exported = None
+    if engine == "onnxruntime":
+        exported = OnnxModel(caffe_to_onnx(read_prototxt(prototxt), caffe_params(net), outputs=outputs))
+    if image_size is not None:
+        forward = exported.forward if exported is not None else caffe_forward(net)
+        image = rng.integers(0, 256, (*image_size, 3), dtype=np.uint8)
+        tile = rng.random(shape[1:], dtype=np.float32)
+        result["tile"] = size_label(shape[2], shape[3])
+        return (lambda: predict_with(forward, image, tile=(shape[2], shape[3]), overlap=overlap),
+                lambda: forward(tile))
+    if exported is not None:
+        feed = {"blur": rng.random(shape, dtype=np.float32)}
+
+        def run_exported() -> None:
+            exported.session.run(None, feed)  # every output, read back as numpy arrays
+
+        return run_exported, run_exported
+    net.blobs["blur"].data[...] = rng.random(shape, dtype=np.float32)
+
+    def run_caffe() -> None:
+        net.forward()
+        if train:
+            for name in outputs:
+                net.blobs[name].diff[...] = 1e-3
+            net.backward()
+        for name in outputs:
+            np.array(net.blobs[name].data)  # read the outputs back, as a caller would
+
+    return run_caffe, run_caffe
 
 
 def caffe_cli() -> str | None:

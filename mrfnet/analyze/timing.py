@@ -15,6 +15,7 @@ from mrfnet.analyze.measure import CHILD_TIMEOUT_S, MB, measure_in_child, run_ca
 from mrfnet.infer.memory import MemoryEstimate, pixels_for_budget
 from mrfnet.infer.tiling import DEFAULT_OVERLAP, AutoTile
 from mrfnet.runtime.caffe_env import run_isolated
+from mrfnet.runtime.errors import InvalidValue
 from mrfnet.runtime.machine import default_max_memory_gb, describe_machine, machine_info
 from mrfnet.runtime.markdown import markdown_table, megabytes
 from netgen.sizes import size_label
@@ -219,12 +220,12 @@ def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] =
     or all of it without ``run_training``, is counted only (no forward/backward pass, no peak RSS).
     """
     if repeats < 1 or warmup < 0:
-        raise ValueError("repeats must be at least 1 and warmup at least 0")
+        raise InvalidValue("repeats must be at least 1 and warmup at least 0")
     if engine not in ("caffe", "onnxruntime"):
-        raise ValueError(f"unknown engine {engine!r}")
+        raise InvalidValue(f"unknown engine {engine!r}")
     if engine != "caffe":
         if gpu is not None:
-            raise ValueError("--engine onnxruntime runs on the CPU here: leave out --gpu")
+            raise InvalidValue("--engine onnxruntime runs on the CPU here: leave out --gpu")
         caffe_time, memory_batches = False, ()
     max_gb = max_memory_gb if max_memory_gb is not None else default_max_memory_gb()
     max_bytes = int(max_gb * 2**30)

@@ -2,34 +2,23 @@
 
 Writes OUT/{train,val,test}_lmdb (records keyed %08d_<name> in a seeded random order, each LMDB
 with a meta_info.jsonl line per record: source files, crop, blur and augmentation parameters) and
-OUT/summary.json. The default, --source embedded, needs no download: five photographs bundled with
-scikit-image, blurred with the authors' recipe (Gaussian then motion blur, plus noise).
-
-Sources:
-  embedded  scikit-image's photographs: 3 train, 1 val, 1 test image (no --root)
-  gopro     GOPRO_Large: ROOT/{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png; val = whole train sequences
-  visdrone  any folder of sharp images (e.g. VisDrone2019-DET-train/images), blurred synthetically
-  folder    your own pairs: ROOT/blur/ and ROOT/sharp/ matched by relative path
+OUT/summary.json. The default, --source embedded, needs no download: photographs bundled with
+scikit-image, scikit-learn and matplotlib, each in one split, blurred with the authors' recipe
+(Gaussian then motion blur, plus noise).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from data_prep.blur import MOTION_LENGTHS
-from data_prep.build import (
-    AUTO_WORKERS_MIN_PIXELS,
-    BLUR_SCOPES,
-    EMBEDDED_PATCH,
-    FILE_PATCH,
-    BuildOptions,
-    build_dataset,
-)
+from data_prep.build import AUTO_WORKERS_MIN_PIXELS, BLUR_SCOPES, BuildOptions, build_dataset
 from data_prep.lmdb_writer import DEFAULT_MAP_SIZE
-from data_prep.sources import GOPRO_BLURS, SOURCES
-from mrfnet.commands.argtypes import fraction, non_negative_int, positive_int
+from data_prep.sources import GOPRO_BLURS, SOURCES, Source
+from mrfnet.runtime.values import fraction, non_negative_int, positive_int
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,30 +32,48 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sources_help() -> str:
+    """The "Sources:" list of --help, one line per registered source (so a new source lists itself)."""
+    width = max(map(len, SOURCES))
+    return "Sources:\n" + "\n".join(f"  {name:<{width}}  {source.help}" for name, source in SOURCES.items())
+
+
+def _by_source(default: Callable[[Source], object]) -> str:
+    """A per-source default as help text, sources with the same value together: "96 for embedded, 256 for gopro,
+    visdrone, folder"."""
+    names: dict[object, list[str]] = {}
+    for name, source in SOURCES.items():
+        names.setdefault(default(source), []).append(name)
+    return ", ".join(f"{value} for {', '.join(group)}" for value, group in names.items())
+
+
 def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data-prep", help="build LMDBs of blurred/sharp pairs (GOPRO, VisDrone, folders)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", choices=SOURCES, default="embedded", help="where pairs come from "
+                                   description=f"{__doc__}\n{_sources_help()}",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    synthetic = f"synthetic sources ({', '.join(name for name, source in SOURCES.items() if source.synthetic)})"
+    parser.add_argument("--source", choices=list(SOURCES), default="embedded", help="where pairs come from "
                         "(default: %(default)s)")
-    parser.add_argument("--root", help="the dataset folder (every source but embedded)")
+    parser.add_argument("--root", help="the dataset folder (needed by "
+                        f"{', '.join(name for name, source in SOURCES.items() if source.needs_root)})")
     parser.add_argument("--out", help="output folder (default: data/<source>)")
     parser.add_argument("--gopro-blur", choices=GOPRO_BLURS, default="blur",
                         help="GOPRO's blurred folder: blur (linear, most published numbers) or blur_gamma "
                              "(DeepDeblur) (default: %(default)s)")
     parser.add_argument("--patch-size", type=positive_int, help=f"side of the square training/validation patches "
-                        f"(default: {EMBEDDED_PATCH} for embedded, {FILE_PATCH} otherwise)")
-    parser.add_argument("--stride", type=positive_int,
-                        help="step between patches (default: half the patch for embedded, the patch otherwise)")
+                        f"(default: {_by_source(lambda source: source.patch_size)})")
+    parser.add_argument("--stride", type=positive_int, help="step between patches (default: "
+                        f"{_by_source(lambda source: 'half the patch' if source.half_overlap else 'the patch')})")
     parser.add_argument("--copies", type=positive_int, default=1,
                         help="versions of each source image, each with its own blur and augmentation (default: 1)")
     parser.add_argument("--test-copies", type=positive_int,
                         help="blur draws of each whole test image, so a test mean does not hang on one kernel "
                              "(default: --copies)")
     parser.add_argument("--max-motion", type=int, default=MOTION_LENGTHS[-1],
-                        help="synthetic sources: longest motion blur drawn, in pixels (the authors' recipe: "
+                        help=f"{synthetic}: longest motion blur drawn, in pixels (the authors' recipe: "
                              "5..30 in steps of 5; default: %(default)s)")
     parser.add_argument("--blur-per", choices=BLUR_SCOPES, default="patch",
-                        help="synthetic sources: draw a new blur for every patch (default; as many kernels as "
+                        help=f"{synthetic}: draw a new blur for every patch (default; as many kernels as "
                              "patches) or one per image copy (the authors' script); whole test images get one each")
     parser.add_argument("--augment", action="store_true",
                         help="random flip, 90-degree rotation, channel permutation and saturation scaling of "

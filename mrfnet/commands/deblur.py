@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import tempfile
 from pathlib import Path
+from types import FrameType
 
 from mrfnet.commands.options import add_inference_arguments, parse_tile
 from mrfnet.export.engines import choose_engine, open_engine, resolve_source
 from mrfnet.infer.deblur import deblur_paths, plan_outputs
 from mrfnet.infer.run_folder import SNAPSHOT_DIR
 from mrfnet.reproduce.job import main_job_model
+from mrfnet.runtime.errors import MissingInput
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +23,35 @@ def default_model() -> Path:
     """The main job's headline run folder; FileNotFoundError naming the command that makes it."""
     run_dir = main_job_model()
     if not any((run_dir / SNAPSHOT_DIR).glob("*_iter_*.caffemodel")):
-        raise FileNotFoundError(f"no --model given and no trained main-job model at {run_dir}: run "
+        raise MissingInput(f"no --model given and no trained main-job model at {run_dir}: run "
                                 "`bash tools/bootstrap.sh demo` (or `mrfnet reproduce`) first, "
                                 "or pass --model RUN_DIR|MODEL.caffemodel")
     return run_dir
 
 
+class Terminated(BaseException):
+    """SIGTERM as an exception (like Ctrl-C's KeyboardInterrupt), so that the clean-up of the image being
+    written runs: its hidden partial PNG is removed (issue 24: a kill left no output, but stray files could)."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
 def run(args: argparse.Namespace) -> int:
+    """Deblur, with SIGTERM stopping it cleanly: Python runs the handler after the tile in progress."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return deblur(args)
+    except Terminated:
+        log.error("stopped by SIGTERM: the image in progress was not written (no partial or temporary file is "
+                  "left); any written before it are complete")
+        return 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def deblur(args: argparse.Namespace) -> int:
     plan = plan_outputs(args.input, args.output)
     model_path = args.model if args.model is not None else default_model()
     with tempfile.TemporaryDirectory(prefix="mrfnet-deblur-") as tmp:

@@ -12,13 +12,14 @@ import logging
 import tempfile
 from pathlib import Path
 
-from mrfnet.commands.argtypes import positive_int
 from mrfnet.commands.options import check_writable
 from mrfnet.export.exporter import export_model, save_onnx, verify
 from mrfnet.export.onnx_graph import DEFAULT_OPSET
 from mrfnet.export.quantize import DEFAULT_CALIBRATION_PATCHES, calibration_patches, quantize_int8
 from mrfnet.infer.model import Model
 from mrfnet.infer.run_folder import resolve_model
+from mrfnet.runtime.errors import InvalidValue
+from mrfnet.runtime.values import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +27,18 @@ log = logging.getLogger(__name__)
 def check_out(out: Path) -> None:
     """Refuse an --out that cannot take the file, before the work."""
     if out.suffix.lower() != ".onnx":
-        raise ValueError(f"--out {out}: give a file name ending in .onnx")
+        raise InvalidValue(f"--out {out}: give a file name ending in .onnx")
     if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a file name ending in .onnx")
+        raise InvalidValue(f"--out {out} is a folder; give a file name ending in .onnx")
     check_writable("--out", out.parent)
 
 
 def run(args: argparse.Namespace) -> int:
     check_out(args.out)
     if args.calibrate is not None and not args.int8:
-        raise ValueError("--calibrate is the INT8 calibration set: give it with --int8")
+        raise InvalidValue("--calibrate is the INT8 calibration set: give it with --int8")
     if args.int8 and args.calibrate is None:
-        raise ValueError("--int8 needs --calibrate VAL_LMDB (validation patches that set the activation ranges)")
+        raise InvalidValue("--int8 needs --calibrate VAL_LMDB (validation patches that set the activation ranges)")
     patches = calibration_patches(args.calibrate, args.calibration_patches) if args.int8 else None
     with tempfile.TemporaryDirectory(prefix="mrfnet-export-") as tmp:
         source = resolve_model(args.model, deploy=args.deploy, variant=args.variant, work_dir=Path(tmp),

@@ -6,8 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from mrfnet.analyze import table1 as report
+from mrfnet.analyze import layer_counts
 from mrfnet.commands.options import add_variants_argument
+from mrfnet.runtime.errors import MissingInput
 from netgen.draw import draw_variant
 from netgen.network import committed_prototxts, write_prototxts
 from netgen.sizes import parse_sizes
@@ -32,16 +33,16 @@ def _report(args: argparse.Namespace, variants: list[str]) -> None:
     if args.report_prototxt:
         path = Path(args.report_prototxt)
         if not path.is_file():
-            raise FileNotFoundError(f"--report-prototxt {path} does not exist")
-        tables = [report.layer_table(path.read_text(), h, w) for h, w in sizes]
-        print(report.format_layers(str(path), tables, sizes))
+            raise MissingInput(f"--report-prototxt {path} does not exist")
+        tables = [layer_counts.layer_table(path.read_text(), h, w) for h, w in sizes]
+        print(layer_counts.format_layers(str(path), tables, sizes))
         return
     results = {}
     for variant in variants:
-        tables = report.variant_tables(variant, sizes)
-        results[variant] = report.totals(tables)
-        print(report.format_layers(variant, tables, sizes), end="\n\n")
-    print(report.format_summary(results, sizes))
+        tables = layer_counts.variant_tables(variant, sizes)
+        results[variant] = layer_counts.totals(tables)
+        print(layer_counts.format_layers(variant, tables, sizes), end="\n\n")
+    print(layer_counts.format_summary(results, sizes))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,10 +6,11 @@ import argparse
 import os
 from pathlib import Path
 
-from mrfnet.commands.argtypes import non_negative_int, positive_float
 from mrfnet.evaluate.metrics import SSIM_VARIANTS
 from mrfnet.export.engines import ENGINES
 from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB, DEFAULT_OVERLAP
+from mrfnet.runtime.errors import InvalidValue
+from mrfnet.runtime.values import non_negative_int, positive_float
 from netgen.variants import VARIANTS
 
 
@@ -43,7 +44,7 @@ def parse_tile(text: str) -> int | str:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"--tile takes a number of pixels, 0 or auto, not {text!r}") from None
+        raise InvalidValue(f"--tile takes a number of pixels, 0 or auto, not {text!r}") from None
 
 
 def add_variants_argument(parser: argparse.ArgumentParser) -> None:
@@ -56,4 +57,4 @@ def check_writable(option: str, folder: Path) -> None:
     """Refuse ``folder`` (to be created if missing) when it cannot be written, before any work."""
     existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
     if not os.access(existing, os.W_OK):
-        raise ValueError(f"{option} {folder}: {existing} is not writable")
+        raise InvalidValue(f"{option} {folder}: {existing} is not writable")

@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrfnet.commands.argtypes import positive_int
 from mrfnet.commands.options import add_inference_arguments, add_metric_arguments, parse_tile
 from mrfnet.evaluate.metrics import MetricOptions
 from mrfnet.evaluate.scoring import DEFAULT_MONTAGE_LIMIT, score_model, score_run
 from mrfnet.evaluate.testsets import open_test_set
 from mrfnet.export.engines import resolve_source
+from mrfnet.runtime.errors import InvalidValue
+from mrfnet.runtime.values import positive_int
 
 
 def run(args: argparse.Namespace) -> int:
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a file; score writes a folder there (summary.json, images.csv, ...)")
+        raise InvalidValue(f"--out {args.out} is a file; score writes a folder there (summary.json, images.csv, ...)")
     metrics = MetricOptions(ssim=args.ssim, y_channel=args.y_channel, crop_border=args.crop_border)
     test_set = open_test_set(test_lmdb=args.test_lmdb, blur_dir=args.blur_dir, sharp_dir=args.sharp_dir,
                              name=args.test_name)

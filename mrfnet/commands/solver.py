@@ -7,7 +7,8 @@ import logging
 from pathlib import Path
 
 from data_prep.records import count_records
-from mrfnet.commands.argtypes import non_negative_int, positive_float, positive_int
+from mrfnet.runtime.errors import InvalidValue
+from mrfnet.runtime.values import non_negative_int, positive_float, positive_int
 from mrfnet.train.schedule import DATASETS, Schedule, write_solver
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ def _schedule_from_args(args: argparse.Namespace) -> Schedule:
         records = count_records(args.train_lmdb)
     records = records or preset.get("records")
     if records is None:
-        raise ValueError(f"dataset {args.dataset!r} has no preset size: give --records or --train-lmdb")
+        raise InvalidValue(f"dataset {args.dataset!r} has no preset size: give --records or --train-lmdb")
     return Schedule(records=records, batch_size=args.batch_size, gpus=args.gpus,
                     epochs=args.epochs or preset.get("epochs", 50), val_records=args.val_records)
 

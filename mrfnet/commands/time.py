@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 from mrfnet.analyze.timing import DEFAULT_MEMORY_BATCHES, DEFAULT_MEMORY_SIDE, time_variants
-from mrfnet.commands.argtypes import non_negative_int, positive_float, positive_int
 from mrfnet.commands.options import add_variants_argument, check_writable
 from mrfnet.export.engines import ENGINES
 from mrfnet.infer.tiling import DEFAULT_OVERLAP
+from mrfnet.runtime.errors import InvalidValue
+from mrfnet.runtime.values import non_negative_int, positive_float, positive_int
 from netgen import VARIANTS
 from netgen.sizes import parse_sizes
 
@@ -38,7 +39,7 @@ def _check_out(out: Path | None) -> None:
     if out is None:
         return
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder for timing.md and timing.json")
+        raise InvalidValue(f"--out {out} is a file; give a folder for timing.md and timing.json")
     check_writable("--out", out)
 
 

@@ -11,30 +11,23 @@ import logging
 import shutil
 import sys
 from contextlib import nullcontext
+from dataclasses import fields
 from pathlib import Path
 
-from mrfnet.commands.argtypes import fraction, non_negative_int, positive_float, positive_int
 from mrfnet.infer.run_folder import PROGRESS, SNAPSHOT_DIR
 from mrfnet.runtime.caffe_env import CaffeError
+from mrfnet.runtime.errors import InvalidValue
 from mrfnet.runtime.folder_lock import holding
-from mrfnet.train.driver import (
-    DEFAULT_DATA,
-    TrainOptions,
-    check_gpus,
-    check_precision,
-    check_ranks,
-    load_options,
-    prepare_run,
-    train,
-)
-from mrfnet.train.loss_schedule import LOSS_SCHEDULES
+from mrfnet.runtime.options import add_arguments, flag_of, read_config, resolve
+from mrfnet.train.driver import train
+from mrfnet.train.options import TrainOptions, load_options
 from mrfnet.train.ranks import RankRefused, Ranks, launched_by_mpi
-from mrfnet.train.schedule import HALVE_EVERY_EPOCHS
+from mrfnet.train.run_setup import check_gpus, check_precision, check_ranks, prepare_run
 from mrfnet.train.snapshots import TrainingError
-from netgen.engine import PRECISIONS
-from netgen.variants import VARIANTS
 
 log = logging.getLogger(__name__)
+
+TRAIN_FLAGS = {field.name for field in fields(TrainOptions) if field.metadata["cli"]}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,30 +39,30 @@ def run(args: argparse.Namespace) -> int:
             ranks.close()
             return _run(args, None)
         return _run(args, ranks)
-    except RankRefused as exc:  # rank 0 says why, once
+    except RankRefused as exc:
+        # rank 0 says why, once, and exits 1 (mpirun's exit code); this rank exits 0, because mpirun kills
+        # the other ranks as soon as one exits non-zero, and rank 0 might not have said it yet
         log.debug("rank %d: %s", ranks.world.rank, exc)
-        return 1
+        return 0
     finally:
         ranks.close()
 
 
 def _run(args: argparse.Namespace, ranks: Ranks | None) -> int:
     if args.resume:
-        if args.weights:
-            raise ValueError("--resume continues a run from its solverstate; --weights starts a new one: pick one")
+        given = [name for name in vars(args) if name in TRAIN_FLAGS and name != "data"]
+        if given or args.config or args.overrides:
+            flags = [flag_of(name) for name in given] + (["--config"] if args.config else []) + args.overrides
+            raise InvalidValue(f"--resume continues the run with the options it was made with; {', '.join(flags)} "
+                             "would change them (only --data may say where its LMDBs are now)")
         run_dir = Path(args.run_dir)
         load_options(run_dir)  # not a run folder: said here, before its lock is asked for
     else:
-        options = TrainOptions(
-            variant=args.variant, data=str(args.data or DEFAULT_DATA), run_dir=str(args.run_dir),
-            batch_size=args.batch_size,
-            crop_size=args.crop_size, epochs=args.epochs, iterations=args.iterations, base_lr=args.base_lr,
-            halve_every_epochs=args.halve_every_epochs, snapshot_every=args.snapshot_every,
-            keep_snapshots=args.keep_snapshots, loss=args.loss,
-            loss_schedule=args.loss_schedule, gpus=args.gpus, seed=args.seed,
-            weights=str(args.weights) if args.weights else None, edge=args.edge, edge_alpha_at=args.edge_alpha_at,
-            val_every=args.val_every, val_limit=args.val_limit, ranks=ranks.world.size if ranks else 1,
-            precision=args.precision)
+        config = read_config(args.config) if args.config else None
+        if config is not None:
+            config.pop("run_dir", None)  # a run's own options.json names its folder: this run is --run-dir
+        options = resolve(TrainOptions, args, config=config, overrides=args.overrides,
+                          fixed={"run_dir": str(args.run_dir), "ranks": ranks.world.size if ranks else 1})
 
         def create() -> Path:
             if ranks is not None:
@@ -83,7 +76,8 @@ def _run(args: argparse.Namespace, ranks: Ranks | None) -> int:
     # the process that writes the run folder holds its lock (a new run's since before it existed)
     with holding(run_dir) if leader else nullcontext():
         try:
-            result = train(run_dir, resume=args.resume, data=args.data if args.resume else None, ranks=ranks)
+            data = Path(args.data) if args.resume and getattr(args, "data", None) else None
+            result = train(run_dir, resume=args.resume, data=data, ranks=ranks)
         except (TrainingError, CaffeError) as exc:
             if not args.resume and _nothing_trained(run_dir) and leader:
                 shutil.rmtree(run_dir)
@@ -102,62 +96,15 @@ def _nothing_trained(run_dir: Path) -> bool:
             and (not progress.is_file() or len(progress.read_text().splitlines()) <= 1))
 
 
-def _gpu_list(text: str) -> list[int]:
-    try:
-        return [int(g) for g in text.split(",") if g != ""]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--gpus takes device ids like 0,1,2,3, not {text!r}") from exc
-
-
 def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train a variant with Adam (CPU, one GPU or several with NCCL)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, type=Path, help="the run folder (must not exist unless --resume)")
     parser.add_argument("--resume", action="store_true", help="continue the run folder from its latest solverstate")
-    parser.add_argument("--variant", default="mrfnet", choices=list(VARIANTS), help="the network (default: mrfnet)")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="data_prep output folder holding train_lmdb (and val_lmdb) (default: data/embedded; "
-                             "with --resume: where the run's LMDBs are now, if they moved)")
-    parser.add_argument("--batch-size", type=positive_int, default=16,
-                        help="total batch over all GPUs or MPI ranks (paper: 16)")
-    parser.add_argument("--crop-size", type=positive_int, default=256, help="random crop side (paper: 256)")
-    parser.add_argument("--epochs", type=positive_float, default=50, help="epochs (paper: 50 GOPRO, 70 VisDrone)")
-    parser.add_argument("--iterations", type=positive_int, help="train this many iterations instead of --epochs")
-    parser.add_argument("--base-lr", type=positive_float, default=1e-4,
-                        help="Adam's initial learning rate (paper: 1e-4)")
-    parser.add_argument("--halve-every-epochs", type=positive_float, default=HALVE_EVERY_EPOCHS,
-                        help="halve the learning rate every this many epochs (paper: 10)")
-    parser.add_argument("--snapshot-every", type=positive_int,
-                        help="snapshot interval in iterations (default: one epoch)")
-    parser.add_argument("--keep-snapshots", type=positive_int, metavar="K",
-                        help="keep only the newest K good snapshot pairs (caffemodel + solverstate, finite), "
-                             "deleting older ones as training goes (default: keep all)")
-    parser.add_argument("--loss", choices=("native", "python"), default="native",
-                        help="scale refinement loss as native EuclideanLoss layers or the Python layer")
-    parser.add_argument("--loss-schedule", default="coarse-to-fine",
-                        help=f"per-scale loss weights over the run: {', '.join(LOSS_SCHEDULES)} or ITER:w1,..;..")
-    parser.add_argument("--gpus", type=_gpu_list, default=[],
-                        help="GPU ids, e.g. 0,1,2,3 (default: CPU); under mpirun/srun the GPUs of each host, one "
-                             "per rank there")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="the (de)convolutions' arithmetic: bf16 computes them in bfloat16 on oneDNN (float "
-                             "blobs, accumulation and master weights; 1.1-1.3x faster per training step on the AMX "
-                             "CPU measured, see the README's 'Speed'; refused where the CPU has no native bfloat16; "
-                             "CPU only) (default: fp32)")
-    parser.add_argument("--seed", type=non_negative_int, default=0,
-                        help="Caffe's random_seed (crops, mirrors, fillers)")
-    parser.add_argument("--weights", type=Path, help="fine-tune from this caffemodel (exclusive with --resume)")
-    parser.add_argument("--edge", action="store_true",
-                        help="add the edge reconstruction branch (section 3.3.3; off by default, see the README)")
-    parser.add_argument("--edge-alpha-at", type=fraction, default=0.5,
-                        help="fraction of the run at which the edge generator switches from the blurred input "
-                             "to the prediction (alpha 0 -> 1; default: %(default)s, the paper's 'middle')")
-    parser.add_argument("--val-every", type=positive_int,
-                        help="every this many iterations (and at the end), score the current weights on DATA's "
-                             "val_lmdb (PSNR/SSIM as `mrfnet score`, and the gain over the blurry input) into "
-                             "progress.csv; the best weights go to snapshots/best.caffemodel, their scores to "
-                             "best.json (default: no validation)")
-    parser.add_argument("--val-limit", type=positive_int,
-                        help="validate on the first N val records only (the LMDB's shuffled order; "
-                             "default: all of them)")
+    parser.add_argument("--config", type=Path,
+                        help="start from the options in this JSON file: a run's options.json (the same run again, "
+                             "in --run-dir) or one written by hand; KEY=VALUE and flags override it")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="an option by its options.json name (batch_size=4, val_every=50), over --config")
+    add_arguments(parser, TrainOptions)
     parser.set_defaults(run=run)

@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from mrfnet.runtime.errors import InvalidValue
+
 SSIM_VARIANTS = ("skimage", "gaussian2d", "matlab3d")
 
 
@@ -38,9 +40,9 @@ class MetricOptions:
 
     def __post_init__(self) -> None:
         if self.ssim not in SSIM_VARIANTS:
-            raise ValueError(f"unknown SSIM variant {self.ssim!r}; choose one of {', '.join(SSIM_VARIANTS)}")
+            raise InvalidValue(f"unknown SSIM variant {self.ssim!r}; choose one of {', '.join(SSIM_VARIANTS)}")
         if self.crop_border < 0 or self.data_range <= 0:
-            raise ValueError("crop_border must be >= 0 and data_range > 0")
+            raise InvalidValue("crop_border must be >= 0 and data_range > 0")
 
 
 def rgb_to_y(image: np.ndarray) -> np.ndarray:
@@ -54,19 +56,19 @@ def _prepare(reference: np.ndarray, image: np.ndarray, options: MetricOptions) -
             raise TypeError(f"{name} must be a uint8 array (round outputs to uint8 before scoring), "
                             f"got {getattr(array, 'dtype', type(array))}")
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3)):
-            raise ValueError(f"{name} must be H x W or H x W x {{1,3}}, got shape {array.shape}")
+            raise InvalidValue(f"{name} must be H x W or H x W x {{1,3}}, got shape {array.shape}")
     if reference.shape != image.shape:
-        raise ValueError(f"images differ in shape: {reference.shape} vs {image.shape}")
+        raise InvalidValue(f"images differ in shape: {reference.shape} vs {image.shape}")
     pair = [reference.astype(np.float64), image.astype(np.float64)]
     if options.y_channel:
         if reference.ndim != 3 or reference.shape[2] != 3:
-            raise ValueError("--y-channel needs RGB images")
+            raise InvalidValue("--y-channel needs RGB images")
         pair = [rgb_to_y(reference), rgb_to_y(image)]
     pair = [p if p.ndim == 3 else p[..., None] for p in pair]
     border = options.crop_border
     if border:
         if 2 * border >= min(pair[0].shape[:2]):
-            raise ValueError(f"crop border {border} leaves nothing of a {reference.shape[:2]} image")
+            raise InvalidValue(f"crop border {border} leaves nothing of a {reference.shape[:2]} image")
         pair = [p[border:-border, border:-border] for p in pair]
     return pair[0], pair[1]
 
@@ -124,6 +126,6 @@ def ssim(reference: np.ndarray, image: np.ndarray, options: MetricOptions = Metr
     """Structural similarity with the variant named in ``options``."""
     a, b = _prepare(reference, image, options)
     if options.ssim != "matlab3d" and min(a.shape[:2]) <= 2 * RADIUS:
-        raise ValueError(f"SSIM needs images larger than {2 * RADIUS + 1} pixels a side, got {a.shape[:2]}")
+        raise InvalidValue(f"SSIM needs images larger than {2 * RADIUS + 1} pixels a side, got {a.shape[:2]}")
     variant = {"skimage": _ssim_skimage, "gaussian2d": _ssim_gaussian2d, "matlab3d": _ssim_matlab3d}[options.ssim]
     return variant(a, b, options.data_range)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from mrfnet.runtime.errors import InvalidValue
+
 ZOOM = 4
 
 
@@ -72,7 +74,7 @@ def make_montage(blur: np.ndarray, output: np.ndarray, sharp: np.ndarray, *, psn
                  zoom: int = ZOOM) -> np.ndarray:
     """The montage of one image (uint8 BGR, all three the same size): width 3 W + 2 GAP, height 2 H + GAP."""
     if not (blur.shape == output.shape == sharp.shape) or blur.ndim != 3 or blur.dtype != np.uint8:
-        raise ValueError(f"montage needs three uint8 BGR images of one size, got {blur.shape}, {output.shape}, "
+        raise InvalidValue(f"montage needs three uint8 BGR images of one size, got {blur.shape}, {output.shape}, "
                          f"{sharp.shape}")
     height, width = blur.shape[:2]
     x, y, box_w, box_h = zoom_box(blur, sharp, zoom)
@@ -94,7 +96,7 @@ def contact_sheet(montages: Sequence[tuple[str, np.ndarray]], *, columns: int = 
                   thumb_width: int = SHEET_THUMB_WIDTH) -> np.ndarray:
     """Montages scaled to ``thumb_width`` and laid out ``columns`` to a row, each under a band with its name."""
     if not montages:
-        raise ValueError("a contact sheet needs at least one montage")
+        raise InvalidValue("a contact sheet needs at least one montage")
     thumbs = []
     for name, image in montages:
         height = max(1, round(image.shape[0] * thumb_width / image.shape[1]))

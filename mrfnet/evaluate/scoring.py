@@ -28,6 +28,7 @@ from mrfnet.infer.model import resolve_tile
 from mrfnet.infer.run_folder import ModelSource, iteration_of, resolve_model
 from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB, DEFAULT_OVERLAP, AutoTile, Tile
 from mrfnet.infer.weights import WeightsMismatch
+from mrfnet.runtime.errors import InvalidValue, MissingInput
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def safe_name(name: str) -> Path:
     """A test-set name as a relative file path (folders kept; '..' and absolute parts refused)."""
     path = Path(name)
     if path.is_absolute() or ".." in path.parts:
-        raise ValueError(f"image name {name!r} cannot be used as a file name")
+        raise InvalidValue(f"image name {name!r} cannot be used as a file name")
     return path
 
 
@@ -155,7 +156,7 @@ class _Scorer:
         self.model.load_weights(weights)
         total = len(self.test_set) if self.limit is None else min(self.limit, len(self.test_set))
         if total < 1:
-            raise ValueError(f"nothing to score: the limit is {self.limit}")
+            raise InvalidValue(f"nothing to score: the limit is {self.limit}")
         chosen = _montage_indices(total, montage_limit) if montage else set()
         montages: list[tuple[str, np.ndarray]] = []
         rows = []
@@ -247,7 +248,7 @@ def _score(source: ModelSource, test_set: TestSet, *, kind: str, out_dir: str | 
             log.warning("skipping snapshot %s: %s", weights, exc)
             skipped.append({"caffemodel": str(weights), "reason": str(exc)})
     if not results:
-        raise ValueError(f"none of the {len(skipped)} snapshots of {source.run_dir} could be scored (each is named "
+        raise InvalidValue(f"none of the {len(skipped)} snapshots of {source.run_dir} could be scored (each is named "
                          "above with why)")
     blur_psnr, blur_ssim = scorer.baseline_means()
     default_label = (source.run_dir.name if source.run_dir else Path(source.snapshots[0][1]).stem)
@@ -297,7 +298,7 @@ def score_run(run_dir: str | Path, test_set: TestSet | None = None, *, test_lmdb
     test_set = test_set or open_test_set(test_lmdb=test_lmdb, blur_dir=blur_dir, sharp_dir=sharp_dir)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+        raise MissingInput(f"run folder {run_dir} does not exist")
     out = Path(out_dir) if out_dir is not None else run_dir / "score"
     source = resolve_model(run_dir, deploy=deploy, variant=variant, work_dir=out, last_only=last_only)
     return _score(source, test_set, kind="run", out_dir=out, label=label, metrics=metrics or MetricOptions(),
@@ -351,8 +352,8 @@ def load_summary(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / SUMMARY
     if not path.is_file():
-        raise FileNotFoundError(f"no {SUMMARY} at {path} (score a model with `mrfnet score` first)")
+        raise MissingInput(f"no {SUMMARY} at {path} (score a model with `mrfnet score` first)")
     data = json.loads(path.read_text())
     if "results" not in data or "test_set" not in data:
-        raise ValueError(f"{path} is not a summary written by `mrfnet score`")
+        raise InvalidValue(f"{path} is not a summary written by `mrfnet score`")
     return data

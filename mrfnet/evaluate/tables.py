@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mrfnet.evaluate.scoring import load_summary
+from mrfnet.runtime.errors import InvalidValue
 from mrfnet.runtime.markdown import markdown_table
 
 PICKS = ("last", "best")
@@ -33,12 +34,12 @@ class Entry:
 def load_entry(spec: str, pick: str = "last") -> Entry:
     """``PATH`` or ``LABEL=PATH`` of a score output."""
     if pick not in PICKS:
-        raise ValueError(f"unknown pick {pick!r}; choose one of {', '.join(PICKS)}")
+        raise InvalidValue(f"unknown pick {pick!r}; choose one of {', '.join(PICKS)}")
     label, _, path = spec.rpartition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
     summary = load_summary(path)
     results = summary["results"]
     if not results:
-        raise ValueError(f"{path} holds no scored snapshot")
+        raise InvalidValue(f"{path} holds no scored snapshot")
     result = results[-1] if pick == "last" else max(results, key=lambda r: r["psnr"])
     return Entry(label or summary["label"], summary, result)
 
@@ -64,19 +65,19 @@ def _check_comparable(entries: list[Entry]) -> None:
     metrics = {tuple(sorted(e.summary["metrics"].items())) for e in entries}
     if len(metrics) > 1:
         listed = "; ".join(f"{e.label}: {e.summary['metrics']}" for e in entries)
-        raise ValueError(f"the scores used different metric options and cannot share a table ({listed})")
+        raise InvalidValue(f"the scores used different metric options and cannot share a table ({listed})")
     by_test: dict[str, Entry] = {}
     for entry in entries:
         first = by_test.setdefault(entry.test_name, entry)
         if first.summary["test_set"]["fingerprint"] != entry.summary["test_set"]["fingerprint"]:
-            raise ValueError(f"{first.label} and {entry.label} were scored on different images of the test set "
+            raise InvalidValue(f"{first.label} and {entry.label} were scored on different images of the test set "
                              f"{entry.test_name!r} ({first.summary['test_set']['images']} vs "
                              f"{entry.summary['test_set']['images']} images from {first.summary['test_set']['source']} "
                              f"and {entry.summary['test_set']['source']}); give one a --test-name of its own")
     seen = set()
     for entry in entries:
         if (entry.label, entry.test_name) in seen:
-            raise ValueError(f"{entry.label!r} appears twice for test set {entry.test_name!r}: "
+            raise InvalidValue(f"{entry.label!r} appears twice for test set {entry.test_name!r}: "
                              "label one with LABEL=PATH")
         seen.add((entry.label, entry.test_name))
 
@@ -84,7 +85,7 @@ def _check_comparable(entries: list[Entry]) -> None:
 def build_table(entries: list[Entry]) -> Table:
     """Rows: the blurry input, then one per label; columns: PSNR and SSIM per test set."""
     if not entries:
-        raise ValueError("a table needs at least one score output")
+        raise InvalidValue("a table needs at least one score output")
     _check_comparable(entries)
     tests = list(dict.fromkeys(e.test_name for e in entries))
     images = {e.test_name: e.summary["test_set"]["images"] for e in entries}

@@ -10,6 +10,7 @@ import numpy as np
 
 from data_prep.images import find_images, image_key, match_pairs, read_image
 from data_prep.records import check_pairs, iter_pairs
+from mrfnet.runtime.errors import InvalidValue
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class FolderTestSet(TestSet):
         for key, blur_path, sharp_path in self.pairs:
             blur, sharp = read_image(blur_path)[0], read_image(sharp_path)[0]
             if blur.shape != sharp.shape:
-                raise ValueError(f"{blur_path} ({blur.shape[1]}x{blur.shape[0]}) and {sharp_path} "
+                raise InvalidValue(f"{blur_path} ({blur.shape[1]}x{blur.shape[0]}) and {sharp_path} "
                                  f"({sharp.shape[1]}x{sharp.shape[0]}) differ in size")
             yield key, blur, sharp
 
@@ -78,9 +79,9 @@ def open_test_set(*, test_lmdb: str | Path | None = None, blur_dir: str | Path |
                   sharp_dir: str | Path | None = None, name: str | None = None) -> TestSet:
     """The test set from an LMDB or from a pair of folders (exactly one of the two)."""
     if test_lmdb is not None and (blur_dir is not None or sharp_dir is not None):
-        raise ValueError("give either a test LMDB or --blur-dir/--sharp-dir, not both")
+        raise InvalidValue("give either a test LMDB or --blur-dir/--sharp-dir, not both")
     if test_lmdb is not None:
         return LmdbTestSet(test_lmdb, name)
     if blur_dir is None or sharp_dir is None:
-        raise ValueError("a test set needs --test-lmdb, or both --blur-dir and --sharp-dir")
+        raise InvalidValue("a test set needs --test-lmdb, or both --blur-dir and --sharp-dir")
     return FolderTestSet(blur_dir, sharp_dir, name)

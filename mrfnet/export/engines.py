@@ -19,6 +19,7 @@ from mrfnet.infer.model import Engine, Model
 from mrfnet.infer.run_folder import ModelSource, resolve_model
 from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB
 from mrfnet.infer.weights import DeployInfo
+from mrfnet.runtime.errors import InvalidValue
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class OnnxFile(OnnxModel):
 
     def load_weights(self, weights: str | Path) -> None:
         if self.path is None or Path(weights).resolve() != self.path.resolve():
-            raise ValueError(f"an ONNX model carries its own weights; {weights} cannot be loaded into it")
+            raise InvalidValue(f"an ONNX model carries its own weights; {weights} cannot be loaded into it")
 
 
 def is_onnx(model: str | Path) -> bool:
@@ -85,7 +86,7 @@ def resolve_source(model: str | Path, *, deploy: str | Path | None = None, varia
     if not is_onnx(model):
         return resolve_model(model, deploy=deploy, variant=variant, work_dir=work_dir, last_only=last_only)
     if deploy is not None or variant is not None:
-        raise ValueError(f"{model} is an ONNX model: it defines its own net, leave out --deploy and --variant")
+        raise InvalidValue(f"{model} is an ONNX model: it defines its own net, leave out --deploy and --variant")
     path = Path(model)
     stored = {prop.key: prop.value for prop in read_onnx(path).metadata_props}
     return ModelSource(path, [(None, path)], stored.get(VARIANT) or None)
@@ -97,11 +98,11 @@ def choose_engine(engine: str | None, source: ModelSource, *, gpu: int | None = 
     if engine is None:
         engine = "onnxruntime" if onnx_file else "caffe"
     if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        raise InvalidValue(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if onnx_file and engine != "onnxruntime":
-        raise ValueError(f"{source.deploy} is an ONNX model: only --engine onnxruntime runs it")
+        raise InvalidValue(f"{source.deploy} is an ONNX model: only --engine onnxruntime runs it")
     if engine == "onnxruntime" and gpu is not None:
-        raise ValueError("--engine onnxruntime runs on the CPU here (the onnxruntime package is CPU-only): "
+        raise InvalidValue("--engine onnxruntime runs on the CPU here (the onnxruntime package is CPU-only): "
                          "leave out --gpu, or use --engine caffe with a CUDA build")
     return engine
 

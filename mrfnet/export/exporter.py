@@ -23,6 +23,7 @@ from mrfnet.export.onnx_model import (
 )
 from mrfnet.infer.model import Model
 from mrfnet.runtime.caffe_env import build_info, import_caffe
+from mrfnet.runtime.errors import InvalidValue
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ PARITY_SHAPE = (3, 40, 56)  # the random input the exported model is checked on 
 PARITY_TOLERANCE = 1e-4  # float32 max abs difference allowed between the engines (the issue's bound)
 
 
-class ParityError(ValueError):
+class ParityError(InvalidValue):
     """The exported model computes something else than Caffe does: a converter bug, nothing is written."""
 
 
@@ -50,7 +51,7 @@ def caffe_params(net: Any) -> dict[str, list[np.ndarray]]:
 def check_opset(opset: int) -> None:
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
-        raise ValueError(f"--opset {opset}: the exporter writes opsets {MIN_OPSET} to {newest} "
+        raise InvalidValue(f"--opset {opset}: the exporter writes opsets {MIN_OPSET} to {newest} "
                          f"(the installed onnx package's newest)")
 
 

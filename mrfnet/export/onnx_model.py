@@ -16,6 +16,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from mrfnet.infer.memory import pixels_for_budget
 from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB, predict_with, to_uint8
+from mrfnet.runtime.errors import InvalidValue, MissingInput
 from netgen import INPUT, PREDICTION
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,13 @@ def read_onnx(path: str | Path) -> onnx.ModelProto:
     """An ONNX file, or a ValueError naming it (missing, truncated, not ONNX)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ONNX model {path} does not exist")
+        raise MissingInput(f"ONNX model {path} does not exist")
     try:
         model = onnx.load(str(path))
     except (message.DecodeError, ValueError) as exc:
-        raise ValueError(f"{path} is not an ONNX model ({exc}); the file may be truncated") from exc
+        raise InvalidValue(f"{path} is not an ONNX model ({exc}); the file may be truncated") from exc
     if not model.graph.node:
-        raise ValueError(f"{path} is not an ONNX model (no graph nodes); the file may be truncated or not ONNX")
+        raise InvalidValue(f"{path} is not an ONNX model (no graph nodes); the file may be truncated or not ONNX")
     return model
 
 
@@ -51,11 +52,14 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: its warnings about unused initializers are noise here
+    # no CPU arena: it keeps the largest buffers it ever held and grew tile after tile (a 6000x6000 deblur in
+    # 24 tiles: 7.1 GB against a 4 GB budget); malloc returns them (docs/architecture.md, "Scoring and inference")
+    options.enable_cpu_mem_arena = False
     if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         threads = int(os.environ["OMP_NUM_THREADS"])
     if threads is not None:
         if threads < 1:
-            raise ValueError(f"threads must be at least 1, got {threads}")
+            raise InvalidValue(f"threads must be at least 1, got {threads}")
         options.intra_op_num_threads = threads
     return options
 
@@ -95,16 +99,16 @@ class OnnxModel:
             self.session = ort.InferenceSession(self.proto.SerializeToString(), session_options(threads),
                                                 providers=["CPUExecutionProvider"])
         except LOAD_ERRORS as exc:
-            raise ValueError(f"ONNX Runtime cannot load {self.path or 'the model'}: {exc}") from exc
+            raise InvalidValue(f"ONNX Runtime cannot load {self.path or 'the model'}: {exc}") from exc
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         self.input_name = input_name
         self.output_name = output_name or self.metadata.get(PREDICTION_KEY, PREDICTION)
         if self.input_name not in inputs:
-            raise ValueError(f"{self.path or 'the model'} has no input {self.input_name!r} "
+            raise InvalidValue(f"{self.path or 'the model'} has no input {self.input_name!r} "
                              f"(inputs: {', '.join(inputs)})")
         if self.output_name not in outputs:
-            raise ValueError(f"{self.path or 'the model'} has no output {self.output_name!r} "
+            raise InvalidValue(f"{self.path or 'the model'} has no output {self.output_name!r} "
                              f"(outputs: {', '.join(outputs)})")
         self.variant = self.metadata.get(VARIANT)
         self.parameters = int(self.metadata.get(PARAMETERS) or sum(

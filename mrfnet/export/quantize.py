@@ -21,6 +21,7 @@ from data_prep.records import check_pairs, iter_pairs
 from mrfnet.export.exporter import export_model
 from mrfnet.infer.model import Model
 from mrfnet.infer.tiling import pad_to_stride
+from mrfnet.runtime.errors import InvalidValue
 from netgen import INPUT
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class _Patches(CalibrationDataReader):
 def calibration_patches(lmdb_path: str | Path, count: int = DEFAULT_CALIBRATION_PATCHES) -> list[np.ndarray]:
     """``count`` blurred patches spread evenly over a data_prep LMDB, as C x H x W inputs on the 0..1 scale."""
     if count < 1:
-        raise ValueError(f"the calibration needs at least one patch, got {count}")
+        raise InvalidValue(f"the calibration needs at least one patch, got {count}")
     records = check_pairs(lmdb_path)
     chosen = {int(round(i)) for i in np.linspace(0, records - 1, num=min(count, records))}
     patches = []
@@ -60,7 +61,7 @@ def quantize_int8(model: onnx.ModelProto, patches: Sequence[np.ndarray], *, inpu
     """The QDQ INT8 model of ``model``, activation ranges by min/max over ``patches``; the nodes named in
     ``keep_float`` stay in float. Metadata is carried over, with how it was quantised."""
     if not patches:
-        raise ValueError("no calibration patches")
+        raise InvalidValue("no calibration patches")
     with tempfile.TemporaryDirectory(prefix="mrfnet-int8-") as tmp:
         folder = Path(tmp)
         onnx.save(model, folder / "float.onnx")

@@ -22,6 +22,7 @@ from mrfnet.infer.tiling import (
 from mrfnet.infer.weights import LOAD_TIMEOUT_S, DeployInfo, check_weights, inspect_deploy
 from mrfnet.runtime.caffe_env import import_caffe, run_isolated
 from mrfnet.runtime.device import open_gpu, set_mode
+from mrfnet.runtime.errors import InvalidValue
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,6 @@ def resolve_tile(model: Engine, tile: int | str | None, overlap: int, max_memory
                  auto.max_pixels / 1e6, max_memory_gb, overlap)
         return auto
     if not isinstance(tile, int):
-        raise ValueError(f"tile must be a number of pixels, 0 or 'auto', got {tile!r}")
+        raise InvalidValue(f"tile must be a number of pixels, 0 or 'auto', got {tile!r}")
     check_tiling((tile, tile), overlap, BLENDS[0])
     return tile

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mrfnet.infer.weights import nonfinite_values, read_caffemodel
+from mrfnet.runtime.errors import InvalidValue, MissingInput
 from netgen import VARIANTS, build_deploy
 
 log = logging.getLogger(__name__)
@@ -83,12 +84,12 @@ def resolve_model(model: str | Path, *, deploy: str | Path | None = None, varian
     """
     model = Path(model)
     if not model.exists():
-        raise FileNotFoundError(f"model {model} does not exist (give a run folder or a .caffemodel)")
+        raise MissingInput(f"model {model} does not exist (give a run folder or a .caffemodel)")
     if model.is_dir():
         run_dir = model
         snapshots: list[tuple[int | None, Path]] = list(run_snapshots(run_dir))
         if not snapshots:
-            raise FileNotFoundError(f"run folder {run_dir} has no *_iter_N.caffemodel snapshots")
+            raise MissingInput(f"run folder {run_dir} has no *_iter_N.caffemodel snapshots")
         if last_only:
             snapshots = snapshots[-1:]
     else:
@@ -97,10 +98,10 @@ def resolve_model(model: str | Path, *, deploy: str | Path | None = None, varian
             run_dir = None
         snapshots = [(iteration_of(model), model)]
     if variant is not None and deploy is not None:
-        raise ValueError(f"--variant {variant} and --deploy {deploy} both name the net: give one of them")
+        raise InvalidValue(f"--variant {variant} and --deploy {deploy} both name the net: give one of them")
     trained_as = _run_variant(run_dir) if run_dir else None
     if variant is not None and trained_as is not None and variant != trained_as:
-        raise ValueError(f"--variant {variant}, but {run_dir} was trained as {trained_as}: leave --variant out "
+        raise InvalidValue(f"--variant {variant}, but {run_dir} was trained as {trained_as}: leave --variant out "
                          "(the run folder's own deploy net is used)")
     variant = variant or trained_as
     if variant is None and not model.is_dir():
@@ -110,9 +111,9 @@ def resolve_model(model: str | Path, *, deploy: str | Path | None = None, varian
         deploy = run_dir / DEPLOY
     if deploy is None:
         if variant is None:
-            raise ValueError(f"no deploy net for {model}: give --deploy PROTOTXT or --variant NAME")
+            raise InvalidValue(f"no deploy net for {model}: give --deploy PROTOTXT or --variant NAME")
         if work_dir is None:
-            raise ValueError("a generated deploy net needs a folder to be written to")
+            raise InvalidValue("a generated deploy net needs a folder to be written to")
         deploy = generate_deploy(variant, work_dir)
     return ModelSource(Path(deploy), snapshots, variant, run_dir)
 

@@ -6,10 +6,13 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from mrfnet.runtime.errors import InvalidValue
 from netgen import INPUT, PREDICTION
 from netgen.variants import STRIDE
 
@@ -22,6 +25,10 @@ DEFAULT_MAX_MEMORY_GB = 4.0  # budget that picks the tile size when none is give
 
 
 BLENDS = ("cosine", "linear")
+
+PROGRESS_TILES = 4  # an image in this many tiles or more gets a progress bar (a huge one runs for minutes)
+WAITING_BYTES_PER_PIXEL = 16  # a partly blended pixel: three float32 sums and a float32 weight
+TILE_BYTES_PER_PIXEL = 64  # float32 copies of one tile beside the net's own memory (see blend_bytes)
 
 
 @dataclass(frozen=True)
@@ -60,17 +67,17 @@ Tile = int | tuple[int, int] | AutoTile | None
 
 def check_image(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an H x W x 3 uint8 BGR image, got {getattr(image, 'dtype', type(image))} "
+        raise InvalidValue(f"expected an H x W x 3 uint8 BGR image, got {getattr(image, 'dtype', type(image))} "
                          f"{getattr(image, 'shape', '')}")
     if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"empty image of shape {image.shape}")
+        raise InvalidValue(f"empty image of shape {image.shape}")
 
 
 def pad_to_stride(chw: np.ndarray, stride: int = STRIDE) -> np.ndarray:
     """Replicate-pad a C x H x W array at the bottom and right to multiples of ``stride`` (at least one)."""
     height, width = chw.shape[1:]
-    pad_h = max(stride, math.ceil(height / stride) * stride) - height
-    pad_w = max(stride, math.ceil(width / stride) * stride) - width
+    padded_h, padded_w = padded_size(height, width, stride)
+    pad_h, pad_w = padded_h - height, padded_w - width
     if pad_h == pad_w == 0:
         return chw
     return np.pad(chw, ((0, 0), (0, pad_h), (0, pad_w)), mode="edge")
@@ -106,14 +113,14 @@ def blend_weights(length: int, start: int, size: int, overlap: int, blend: str) 
 
 def check_tiling(shape: tuple[int, int] | None, overlap: int, blend: str) -> None:
     if blend not in BLENDS:
-        raise ValueError(f"unknown blend {blend!r}; choose one of {', '.join(BLENDS)}")
+        raise InvalidValue(f"unknown blend {blend!r}; choose one of {', '.join(BLENDS)}")
     if overlap < 0 or overlap % STRIDE:
-        raise ValueError(f"overlap must be a non-negative multiple of the network stride {STRIDE}, got {overlap}")
+        raise InvalidValue(f"overlap must be a non-negative multiple of the network stride {STRIDE}, got {overlap}")
     for side in shape or ():
         if side < STRIDE or side % STRIDE:
-            raise ValueError(f"tile sides must be positive multiples of the network stride {STRIDE}, got {side}")
+            raise InvalidValue(f"tile sides must be positive multiples of the network stride {STRIDE}, got {side}")
         if 2 * overlap > side:
-            raise ValueError(f"overlap {overlap} must be at most half the tile side {side}")
+            raise InvalidValue(f"overlap {overlap} must be at most half the tile side {side}")
 
 
 def tile_shape(tile: Tile, height: int, width: int) -> tuple[int, int] | None:
@@ -141,23 +148,103 @@ def _forward(net: Any, chw: np.ndarray, input_blob: str, output_blob: str) -> np
     return net.blobs[output_blob].data[0].copy()  # read back: the next forward overwrites it
 
 
-def tiled(forward: Forward, chw: np.ndarray, shape: tuple[int, int] | None,
-          overlap: int, blend: str) -> np.ndarray:
-    """``forward`` over tiles of ``shape`` of a C x H x W array (sides multiples of the stride), blended together."""
-    height, width = chw.shape[1:]
-    if shape is None or (height <= shape[0] and width <= shape[1]):
-        return forward(chw)
-    tile_h, tile_w = min(shape[0], height), min(shape[1], width)
-    total = np.zeros(chw.shape, dtype=np.float32)
-    weight_sum = np.zeros((height, width), dtype=np.float32)
-    for y in tile_starts(height, tile_h, overlap):
-        wy = blend_weights(height, y, tile_h, overlap, blend)
-        for x in tile_starts(width, tile_w, overlap):
-            weights = np.outer(wy, blend_weights(width, x, tile_w, overlap, blend))
-            out = forward(chw[:, y:y + tile_h, x:x + tile_w])
-            total[:, y:y + tile_h, x:x + tile_w] += out * weights
-            weight_sum[y:y + tile_h, x:x + tile_w] += weights
-    return total / weight_sum
+Sink = Callable[[int, int, np.ndarray], None]  # a finished block of the prediction and its (row, column)
+
+
+def tile_input(bgr: np.ndarray, y: int, x: int, height: int, width: int) -> np.ndarray:
+    """One tile of the image as the net takes it: C x H x W float32 on the 0..1 scale, replicate-padded where
+    it reaches past the image (as :func:`pad_to_stride` pads the whole), converted per tile so that the
+    image itself stays uint8 (a 20000x20000 photo is 1.2 GB as uint8, 4.8 GB as float32)."""
+    part = bgr[y:y + height, x:x + width]
+    short_h, short_w = height - part.shape[0], width - part.shape[1]
+    if short_h or short_w:
+        part = np.pad(part, ((0, short_h), (0, short_w), (0, 0)), mode="edge")
+    chw = part.transpose(2, 0, 1).astype(np.float32, order="C")
+    chw /= 255.0
+    return chw
+
+
+def _cuts(starts: list[int], size: int) -> tuple[list[tuple[int, int]], list[list[int]], list[int]]:
+    """Along one axis: the segments between tile edges, each tile's segments, and each segment's last tile."""
+    edges = sorted({*starts, *(start + size for start in starts)})
+    segments = list(pairwise(edges))
+    covering = [[k for k, (a, b) in enumerate(segments) if start <= a and b <= start + size] for start in starts]
+    last = [max(i for i, seg in enumerate(covering) if k in seg) for k in range(len(segments))]
+    return segments, covering, last
+
+
+def tiled(forward: Forward, bgr: np.ndarray, shape: tuple[int, int] | None, overlap: int, blend: str,
+          sink: Sink, *, progress: str | None = None) -> None:
+    """``forward`` over tiles of ``shape`` of the padded uint8 ``bgr``, blended; each block of the prediction
+    goes to ``sink`` as soon as no later tile touches it, cropped to the image.
+
+    Tiles run row by row, and the image is cut into cells between tile edges: a cell sums its tiles'
+    weighted predictions (in the order a whole-image accumulator would, so the result is the same bits)
+    and is finished by its last tile. So what is held beside the net is the cells still waiting for the
+    next row of tiles (about ``overlap`` rows of the image) and one tile's copies
+    (:func:`blend_bytes`), not float32 copies of the whole image. ``progress`` labels a bar over the tiles.
+    """
+    height, width = bgr.shape[:2]
+    padded_h, padded_w = padded_size(height, width)
+    if shape is None or (padded_h <= shape[0] and padded_w <= shape[1]):
+        sink(0, 0, forward(tile_input(bgr, 0, 0, padded_h, padded_w))[:, :height, :width])
+        return
+    tile_h, tile_w = min(shape[0], padded_h), min(shape[1], padded_w)
+    ys, xs = tile_starts(padded_h, tile_h, overlap), tile_starts(padded_w, tile_w, overlap)
+    rows, row_cells, last_row = _cuts(ys, tile_h)
+    cols, col_cells, last_col = _cuts(xs, tile_w)
+    waiting: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    bar = tqdm(total=len(ys) * len(xs), desc=progress, unit="tile", leave=False,
+               disable=progress is None or len(ys) * len(xs) < PROGRESS_TILES)
+    with bar:
+        for i, y in enumerate(ys):
+            wy = blend_weights(padded_h, y, tile_h, overlap, blend)
+            for j, x in enumerate(xs):
+                weights = np.outer(wy, blend_weights(padded_w, x, tile_w, overlap, blend))
+                weighted = forward(tile_input(bgr, y, x, tile_h, tile_w)) * weights
+                for r in row_cells[i]:
+                    top, bottom = rows[r]
+                    if top >= height:
+                        continue  # all padding
+                    for c in col_cells[j]:
+                        left, right = cols[c]
+                        if left >= width:
+                            continue
+                        area = (slice(top - y, bottom - y), slice(left - x, right - x))
+                        total, weight_sum = waiting.setdefault(
+                            (r, c), (np.zeros((weighted.shape[0], bottom - top, right - left), np.float32),
+                                     np.zeros((bottom - top, right - left), np.float32)))
+                        total += weighted[(slice(None), *area)]
+                        weight_sum += weights[area]
+                        if (last_row[r], last_col[c]) == (i, j):
+                            del waiting[r, c]
+                            sink(top, left, (total / weight_sum)[:, :height - top, :width - left])
+                bar.update()
+
+
+def tile_count(height: int, width: int, shape: tuple[int, int] | None, overlap: int) -> int:
+    """How many tiles :func:`tiled` runs for a ``height`` x ``width`` image."""
+    if shape is None:
+        return 1
+    padded_h, padded_w = padded_size(height, width)
+    return (len(tile_starts(padded_h, min(shape[0], padded_h), overlap))
+            * len(tile_starts(padded_w, min(shape[1], padded_w), overlap)))
+
+
+def padded_size(height: int, width: int, stride: int = STRIDE) -> tuple[int, int]:
+    """The size :func:`pad_to_stride` pads an image of ``height`` x ``width`` to."""
+    return max(stride, math.ceil(height / stride) * stride), max(stride, math.ceil(width / stride) * stride)
+
+
+def blend_bytes(height: int, width: int, shape: tuple[int, int] | None, overlap: int) -> int:
+    """Bytes :func:`tiled` holds beside the net at most for a ``height`` x ``width`` image: the cells waiting
+    for the next row of tiles (3 float32 sums and a weight per pixel) and one tile's float32 copies (its
+    input, the prediction, the weighted prediction, the weights, a finished block and its rounding)."""
+    padded_h, padded_w = padded_size(height, width)
+    tile_h, tile_w = (padded_h, padded_w) if shape is None else (min(shape[0], padded_h), min(shape[1], padded_w))
+    ys = tile_starts(padded_h, tile_h, overlap)
+    strip = max((y + tile_h - below for y, below in pairwise(ys)), default=0)
+    return WAITING_BYTES_PER_PIXEL * (strip * padded_w + tile_h * tile_w) + TILE_BYTES_PER_PIXEL * tile_h * tile_w
 
 
 def caffe_forward(net: Any, input_blob: str = INPUT, output_blob: str = PREDICTION) -> Forward:
@@ -175,12 +262,30 @@ def predict_with(forward: Forward, bgr: np.ndarray, *, tile: Tile = None, overla
     share ``overlap`` pixels and are blended with ``blend`` ("cosine" or "linear") weights.
     """
     check_image(bgr)
-    height, width = bgr.shape[:2]
-    chw = pad_to_stride(bgr.transpose(2, 0, 1).astype(np.float32) / 255.0)
-    shape = tile_shape(tile, *chw.shape[1:])
+    out = np.empty(bgr.shape, np.float32)
+
+    def keep(y: int, x: int, block: np.ndarray) -> None:
+        out[y:y + block.shape[1], x:x + block.shape[2]] = block.transpose(1, 2, 0)
+
+    tiled(forward, bgr, checked_shape(tile, bgr, overlap, blend), overlap, blend, keep)
+    return out
+
+
+def deblur_with(forward: Forward, bgr: np.ndarray, sink: Sink, *, tile: Tile = None,
+                overlap: int = DEFAULT_OVERLAP, blend: str = "cosine", progress: str | None = None) -> None:
+    """:func:`predict_with` as the uint8 image that is saved (:func:`to_uint8`), block by block into ``sink``
+    (row, column, an h x w x 3 uint8 block), so that no float32 copy of the whole image is ever made;
+    ``progress`` labels a bar over the tiles (shown from :data:`PROGRESS_TILES` tiles)."""
+    check_image(bgr)
+    tiled(forward, bgr, checked_shape(tile, bgr, overlap, blend), overlap, blend,
+          lambda y, x, block: sink(y, x, to_uint8(block.transpose(1, 2, 0))), progress=progress)
+
+
+def checked_shape(tile: Tile, bgr: np.ndarray, overlap: int, blend: str) -> tuple[int, int] | None:
+    """The tile shape for ``bgr`` (:func:`tile_shape` of its padded size), checked (:func:`check_tiling`)."""
+    shape = tile_shape(tile, *padded_size(*bgr.shape[:2]))
     check_tiling(shape, overlap, blend)
-    out = tiled(forward, chw, shape, overlap, blend)
-    return np.ascontiguousarray(out[:, :height, :width].transpose(1, 2, 0))
+    return shape
 
 
 def predict(net: Any, bgr: np.ndarray, *, input_blob: str = INPUT, output_blob: str = PREDICTION,

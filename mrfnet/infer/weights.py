@@ -12,6 +12,7 @@ import numpy as np
 from google.protobuf import message, text_format
 
 from mrfnet.runtime.caffe_env import import_caffe, run_isolated
+from mrfnet.runtime.errors import InvalidValue, MissingInput
 from netgen import INPUT, PREDICTION
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 LOAD_TIMEOUT_S = 600.0
 
 
-class WeightsMismatch(ValueError):
+class WeightsMismatch(InvalidValue):
     """A caffemodel whose layers or blob shapes do not fit the deploy net."""
 
 
@@ -39,9 +40,9 @@ def caffe_pb2() -> Any:
 def _require_file(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{what} {path} does not exist")
+        raise MissingInput(f"{what} {path} does not exist")
     if not path.is_file():
-        raise ValueError(f"{what} {path} is not a file")
+        raise InvalidValue(f"{what} {path} is not a file")
     return path
 
 
@@ -52,7 +53,7 @@ def read_prototxt(path: str | Path) -> Any:
     try:
         text_format.Merge(path.read_text(), net)
     except (text_format.ParseError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not a valid prototxt: {exc}") from exc
+        raise InvalidValue(f"{path} is not a valid prototxt: {exc}") from exc
     return net
 
 
@@ -201,5 +202,6 @@ def inspect_deploy(deploy: str | Path, *, input_blob: str = INPUT, output_blob: 
     described = run_isolated(_describe_net, str(deploy), timeout=timeout)
     for blob, what in ((input_blob, "input"), (output_blob, "output")):
         if blob not in described["blobs"]:
-            raise ValueError(f"{deploy} has no {what} blob {blob!r} (blobs: {', '.join(described['blobs'][:6])}, ...)")
+            raise InvalidValue(f"{deploy} has no {what} blob {blob!r} "
+                               f"(blobs: {', '.join(described['blobs'][:6])}, ...)")
     return DeployInfo(Path(deploy), proto, described["params"], described["blobs"], input_blob, output_blob)

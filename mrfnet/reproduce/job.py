@@ -8,6 +8,8 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 from data_prep.atomic import write_text_atomic
 from data_prep.build import BuildOptions, build_dataset
 from data_prep.sources import EMBEDDED
-from mrfnet.analyze import table1 as netgen_report
+from mrfnet.analyze import layer_counts
 from mrfnet.analyze.timing import time_variants
 from mrfnet.evaluate.scoring import score_model
 from mrfnet.infer.run_folder import BEST_RECORD, DEPLOY, OPTIONS, PROGRESS, SNAPSHOT_DIR
@@ -26,13 +28,15 @@ from mrfnet.runtime.caffe_env import run_isolated
 from mrfnet.runtime.doctor import probe_caffe
 from mrfnet.runtime.folder_lock import holding
 from mrfnet.runtime.machine import cpu_model
-from mrfnet.train.driver import TrainOptions, prepare_run, train
+from mrfnet.train.driver import train
+from mrfnet.train.options import TrainOptions
+from mrfnet.train.run_setup import prepare_run
 from netgen.sizes import size_label
 
 log = logging.getLogger(__name__)
 
 
-VARIANTS = VARIANT_ORDER
+PAPER_VARIANTS = VARIANT_ORDER  # the paper's four, listed explicitly (mrfnet.reproduce.claims), not netgen's registry
 
 
 @dataclass(frozen=True)
@@ -145,11 +149,11 @@ def table1() -> dict[str, Any]:
     """Parameters and multiply-adds of each variant's deploy net at Table I's sizes (256x256, 1280x720)."""
 
     results = {}
-    for variant in VARIANTS:
-        totals = netgen_report.totals(netgen_report.variant_tables(variant))
+    for variant in PAPER_VARIANTS:
+        totals = layer_counts.totals(layer_counts.variant_tables(variant))
         results[variant] = {"params": totals.params,
                             "macs": {size_label(h, w): macs
-                                     for (h, w), macs in zip(netgen_report.SIZES, totals.macs, strict=True)}}
+                                     for (h, w), macs in zip(layer_counts.SIZES, totals.macs, strict=True)}}
     return results
 
 
@@ -159,7 +163,7 @@ def run_plan(budget: Budget) -> dict[str, RunSpec]:
     plan = {HEADLINE: RunSpec("mrfnet", budget.loss_schedule, budget.headline_iterations, budget.crop_size,
                                      0, "headline", budget.headline_validations)}
     for seed in budget.seeds:
-        for variant in VARIANTS:
+        for variant in PAPER_VARIANTS:
             plan[ablation_run(variant, "l2", seed)] = RunSpec(
                 variant, "full-only", budget.ablation_iterations, budget.ablation_crop_size, seed, "l2",
                 budget.ablation_validations)
@@ -229,61 +233,48 @@ def reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, comm
         return _reproduce(name, work_dir, report_root, budget, command)
 
 
+class _Stages:
+    """Seconds per stage of the main job, logged as each ends."""
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, label: str) -> Iterator[None]:
+        started = time.monotonic()
+        yield
+        self.seconds[label] = round(time.monotonic() - started, 1)
+        log.info("stage %s done in %.1f s", label, self.seconds[label])
+
+    def total(self) -> float:
+        self.seconds["total"] = round(time.monotonic() - self.began, 1)
+        return self.seconds["total"]
+
+
 def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, command: str) -> Path:
     log.info("the main job (%s): about %d minutes on a 2-core CPU with Caffe built; work folder %s",
              name, budget.minutes, work_dir)
-    began = time.monotonic()
-    seconds: dict[str, float] = {}
-
-    def stage(label: str, started: float) -> None:
-        seconds[label] = round(time.monotonic() - started, 1)
-        log.info("stage %s done in %.1f s", label, seconds[label])
-
+    stages = _Stages()
     report_dir = report_root / name
     if (report_dir / CURVES).is_dir():
         shutil.rmtree(report_dir / CURVES)  # curves of an older plan must not linger
     (report_dir / CURVES).mkdir(parents=True)
-    started = time.monotonic()
-    data = prepare_data(work_dir, budget)
-    stage("data", started)
-    started = time.monotonic()
-    sizes = table1()
-    stage("table1", started)
-
-    started = time.monotonic()
-    runs: dict[str, dict[str, Any]] = {}
-    plan = run_plan(budget)
-    for run_name, spec in plan.items():
-        run_started = time.monotonic()
-        caffemodel = train_run(work_dir, run_name, spec, budget, data["splits"]["train"]["records"])
-        run_dir = work_dir / "runs" / run_name
-        shutil.copyfile(run_dir / PROGRESS, report_dir / CURVES / f"{run_name}.csv")
-        runs[run_name] = {**asdict(spec), "caffemodel": os.path.relpath(caffemodel, work_dir),
-                          "val": final_val(run_dir, spec.iterations),
-                          "seconds": round(time.monotonic() - run_started, 1)}
-    stage("train", started)
+    with stages.stage("data"):
+        data = prepare_data(work_dir, budget)
+    with stages.stage("table1"):
+        sizes = table1()
+    with stages.stage("train"):
+        runs = _train_runs(work_dir, report_dir, budget, data["splits"]["train"]["records"])
     val_blurry = blurry_val(work_dir / "runs" / HEADLINE)
-
-    started = time.monotonic()
-    headline = work_dir / runs[HEADLINE]["caffemodel"]
-    result = score_model(headline.parents[1] / DEPLOY, headline, test_lmdb=work_dir / "data" / "test_lmdb",
-                         out_dir=work_dir / "scores" / "test" / HEADLINE, montage=True,
-                         montage_limit=MONTAGE_IMAGES)
-    test = {"blurry": result.baseline, HEADLINE: result.mean}
-    montages = []
-    if result.montage is not None:
-        montages.append(f"montage_{HEADLINE}.png")
-        shutil.copyfile(result.montage, report_dir / montages[-1])
-    stage("score", started)
-
-    started = time.monotonic()
-    timed = time_variants(
-        VARIANTS, sizes=budget.timing_sizes, repeats=budget.timing_repeats, memory_batches=budget.memory_batches,
-        memory_side=budget.memory_side, caffe_time=budget.caffe_time, run_training=budget.memory_run)
+    with stages.stage("score"):
+        test, montages = _score_headline(work_dir, report_dir, work_dir / runs[HEADLINE]["caffemodel"])
+    with stages.stage("time"):
+        timed = time_variants(PAPER_VARIANTS, sizes=budget.timing_sizes, repeats=budget.timing_repeats,
+                              memory_batches=budget.memory_batches, memory_side=budget.memory_side,
+                              caffe_time=budget.caffe_time, run_training=budget.memory_run)
     timing, memory, timing_note, memory_note = timed
-    stage("time", started)
-
-    seconds["total"] = round(time.monotonic() - began, 1)
+    total = stages.total()
     results = {
         "name": name, "command": command, "date": datetime.date.today().isoformat(), "machine": machine(),
         "engine": convolution_engine(),
@@ -291,15 +282,41 @@ def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, com
         "photographs": photographs(), "table1": sizes, "runs": runs, "val_blurry": val_blurry, "test": test,
         "timing": timing, "timing_note": timing_note, "memory": memory, "memory_rss": timed.memory_rss,
         "memory_note": memory_note,
-        "montages": montages, "seconds": seconds,
+        "montages": montages, "seconds": stages.seconds,
         "metric": "skimage SSIM (Gaussian, sigma 1.5), PSNR on RGB 0..255, no border crop",
     }
     write_text_atomic(report_dir / RESULTS, json.dumps(results, indent=2) + "\n")
     write_report(report_dir)
     for line in summary_lines(report_dir):
         log.info("%s", line)
-    log.info("report: %s (%.0f s in all)", report_dir / REPORT, seconds["total"])
+    log.info("report: %s (%.0f s in all)", report_dir / REPORT, total)
     return report_dir
+
+
+def _train_runs(work_dir: Path, report_dir: Path, budget: Budget, records: int) -> dict[str, dict[str, Any]]:
+    """Train (or reuse, or resume) every run of the plan; each one's curve goes into the report folder."""
+    runs: dict[str, dict[str, Any]] = {}
+    for run_name, spec in run_plan(budget).items():
+        run_started = time.monotonic()
+        caffemodel = train_run(work_dir, run_name, spec, budget, records)
+        run_dir = work_dir / "runs" / run_name
+        shutil.copyfile(run_dir / PROGRESS, report_dir / CURVES / f"{run_name}.csv")
+        runs[run_name] = {**asdict(spec), "caffemodel": os.path.relpath(caffemodel, work_dir),
+                          "val": final_val(run_dir, spec.iterations),
+                          "seconds": round(time.monotonic() - run_started, 1)}
+    return runs
+
+
+def _score_headline(work_dir: Path, report_dir: Path, headline: Path) -> tuple[dict[str, Any], list[str]]:
+    """The headline model's test scores beside the blurry input's, and its montage in the report folder."""
+    result = score_model(headline.parents[1] / DEPLOY, headline, test_lmdb=work_dir / "data" / "test_lmdb",
+                         out_dir=work_dir / "scores" / "test" / HEADLINE, montage=True,
+                         montage_limit=MONTAGE_IMAGES)
+    montages = []
+    if result.montage is not None:
+        montages.append(f"montage_{HEADLINE}.png")
+        shutil.copyfile(result.montage, report_dir / montages[-1])
+    return {"blurry": result.baseline, HEADLINE: result.mean}, montages
 
 
 def photographs() -> dict[str, list[str]]:

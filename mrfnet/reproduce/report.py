@@ -20,6 +20,7 @@ from mrfnet.reproduce.claims import (
     val_points,
 )
 from mrfnet.reproduce.paper import PAPER_TABLE_III, PAPER_TABLE_V
+from mrfnet.runtime.errors import MissingInput
 from mrfnet.runtime.markdown import markdown_table, megabytes
 
 log = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ def load(report_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, list[flo
     """results.json and the curves of a report folder."""
     results_path = report_dir / RESULTS
     if not results_path.is_file():
-        raise FileNotFoundError(f"{report_dir} holds no {RESULTS}: run `mrfnet reproduce` first")
+        raise MissingInput(f"{report_dir} holds no {RESULTS}: run `mrfnet reproduce` first")
     curves = {path.stem: read_curve(path) for path in sorted((report_dir / CURVES).glob("*.csv"))}
     return json.loads(results_path.read_text()), curves
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from mrfnet.runtime.errors import InvalidValue
+
 SETUP_HINT = "run `bash tools/bootstrap.sh setup` from the repository to build and link Caffe"
 
 
@@ -73,7 +75,7 @@ def env_for_build(prefix: Path | None) -> dict[str, str]:
         return dict(os.environ)
     site = Path(prefix) / "lib" / "python3" / "dist-packages"
     if not (site / "caffe").is_dir():
-        raise ValueError(f"{prefix} holds no pycaffe (no {site / 'caffe'}): pass a prefix of tools/install_caffe.sh")
+        raise InvalidValue(f"{prefix} holds no pycaffe (no {site / 'caffe'}): pass a prefix of tools/install_caffe.sh")
     paths = [str(site), os.environ.get("PYTHONPATH", "")]  # ahead of the .pth install_caffe.sh wrote for this Python
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
 

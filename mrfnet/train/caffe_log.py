@@ -11,6 +11,7 @@ from pathlib import Path
 
 from data_prep.atomic import atomic_output, write_text_atomic
 from mrfnet.infer.run_folder import CAFFE_LOG, PROGRESS
+from mrfnet.runtime.errors import InvalidValue, MissingInput
 from mrfnet.train.validation import COLUMNS as VAL_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -118,10 +119,10 @@ def plot_run(run_dir: Path) -> Path:
     """Parse ``run_dir``/caffe.log; write train.csv, test.csv and log.png there; return the PNG."""
     log_path = run_dir / CAFFE_LOG if run_dir.is_dir() else run_dir
     if not log_path.is_file():
-        raise FileNotFoundError(f"no Caffe log at {log_path}")
+        raise MissingInput(f"no Caffe log at {log_path}")
     train, test = parse_caffe_log(log_path.read_text(errors="replace"))
     if not train:
-        raise ValueError(f"{log_path} holds no 'Iteration N, loss = X' lines (was `display` 0?)")
+        raise InvalidValue(f"{log_path} holds no 'Iteration N, loss = X' lines (was `display` 0?)")
     out = log_path.parent
     write_csv(train, out / "train.csv")
     if test:

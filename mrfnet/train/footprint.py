@@ -18,6 +18,7 @@ from mrfnet.infer.memory import memory_estimate
 from mrfnet.infer.run_folder import DEPLOY
 from mrfnet.infer.weights import read_prototxt
 from mrfnet.runtime.caffe_env import import_caffe, run_isolated
+from mrfnet.runtime.errors import InvalidValue
 from netgen import build_deploy
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def check_batch(variant: str, crop_size: int, batch_per_solver: int, *, on_cpu: 
         one: dict[str, Any] = run_isolated(_one_image, str(deploy), timeout=300)
     largest = CAFFE_BLOB_LIMIT // one["largest_blob"]
     if batch_per_solver > largest:
-        raise ValueError(f"a batch of {batch_per_solver} {crop_size}x{crop_size} crops per solver makes a blob of "
+        raise InvalidValue(f"a batch of {batch_per_solver} {crop_size}x{crop_size} crops per solver makes a blob of "
                          f"{batch_per_solver * one['largest_blob']:,} values, over Caffe's limit of 2^31-1: at most "
                          f"{largest} per solver fit (lower --batch-size or --crop-size)")
     if not on_cpu:

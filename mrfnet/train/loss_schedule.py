@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mrfnet.runtime.errors import InvalidValue
+
 LOSS_SCHEDULES = ("coarse-to-fine", "uniform", "full-only")
 
 
@@ -28,9 +30,9 @@ def loss_schedule(name: str, max_iter: int, scales: int = 4) -> list[tuple[int, 
         schedule = [(int(start), [float(w) for w in weights.split(",")])
                     for start, weights in (part.split(":") for part in name.split(";"))]
     except ValueError as exc:
-        raise ValueError(f"loss schedule {name!r} is neither one of {LOSS_SCHEDULES} nor ITER:w1,..;ITER:..") from exc
+        raise InvalidValue(f"loss schedule {name!r} is neither one of {LOSS_SCHEDULES} nor ITER:w1,..;ITER:..") from exc
     if schedule[0][0] != 0 or any(len(w) != scales for _, w in schedule):
-        raise ValueError(f"an explicit loss schedule starts at iteration 0 and gives {scales} weights per step")
+        raise InvalidValue(f"an explicit loss schedule starts at iteration 0 and gives {scales} weights per step")
     return sorted(schedule)
 
 

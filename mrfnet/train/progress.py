@@ -11,10 +11,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from data_prep.atomic import reporting_no_room, write_atomic
+from data_prep.atomic import reporting_no_room, write_atomic, write_json_atomic
 from mrfnet.infer.run_folder import BEST_MODEL, BEST_RECORD, PROGRESS, SNAPSHOT_DIR
 from mrfnet.train.validation import COLUMNS as VAL_COLUMNS
-from mrfnet.train.validation import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ def recorded_rows(run_dir: Path) -> dict[int, bool] | None:
     return {int(row["iteration"]): bool(row.get("val_psnr")) for row in rows if (row.get("iteration") or "").isdigit()}
 
 
-class _ProgressLog:
+class ProgressLog:
     """progress.csv (one row per iteration, val columns filled where validation ran), best.json, the tqdm bar."""
 
     def __init__(self, run_dir: Path, start: int, total: int, batch_size: int, validate: bool) -> None:

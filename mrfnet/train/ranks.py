@@ -21,13 +21,14 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from mrfnet.runtime.caffe_env import CaffeError
+from mrfnet.runtime.errors import InvalidValue
+from mrfnet.runtime.threads import THREAD_VARIABLES
 
 log = logging.getLogger(__name__)
 
 # What MPI launchers put in each rank's environment: Open MPI's mpirun, MPICH/Intel MPI's Hydra (and
 # SLURM's srun --mpi=pmi2), PMIx launchers (srun --mpi=pmix, prterun). The size itself comes from MPI.
 LAUNCH_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 class RankRefused(RuntimeError):
@@ -102,7 +103,7 @@ class Ranks:
             info, everyone = self.agent.conn.recv()
         except EOFError as exc:
             self.agent.join()
-            raise ValueError(f"the MPI rank process failed to start (exit code {self.agent.exitcode}; its error is "
+            raise InvalidValue(f"the MPI rank process failed to start (exit code {self.agent.exitcode}; its error is "
                              "above): is mpi4py installed (pip install -e .[mpi]) and built for this MPI?") from exc
         self.world = World(**info)
         self.worlds = [World(**w) for w in everyone]  # every rank's, in rank order

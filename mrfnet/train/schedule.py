@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mrfnet.runtime.caffe_env import import_caffe
+from mrfnet.runtime.errors import InvalidValue
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,11 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.records < 1:
-            raise ValueError(f"a training set needs at least one record, got {self.records}")
+            raise InvalidValue(f"a training set needs at least one record, got {self.records}")
         if self.gpus < 1 or self.batch_size % self.gpus:
-            raise ValueError(f"batch size {self.batch_size} does not split evenly over {self.gpus} GPU(s)")
+            raise InvalidValue(f"batch size {self.batch_size} does not split evenly over {self.gpus} GPU(s)")
         if self.epochs <= 0 or self.halve_every_epochs <= 0 or self.snapshot_every_epochs <= 0:
-            raise ValueError("epochs, halving and snapshot intervals must be positive")
+            raise InvalidValue("epochs, halving and snapshot intervals must be positive")
 
     @property
     def batch_per_gpu(self) -> int:

@@ -8,7 +8,6 @@ copy of the data in memory) through the same inference and metric code as `mrfne
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.atomic import write_atomic
 from data_prep.records import iter_pairs
 from mrfnet.evaluate.metrics import MetricOptions, psnr, ssim
 from mrfnet.infer.tiling import predict, to_uint8
+from mrfnet.runtime.errors import InvalidValue, MissingInput
 from netgen import INPUT, PREDICTION
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ class Validator:
             if self._baseline is None:
                 blurry.append(self._rgb_scores(sharp, blur))
         if not scores:
-            raise ValueError(f"the val LMDB {self.val_lmdb} holds no records")
+            raise InvalidValue(f"the val LMDB {self.val_lmdb} holds no records")
         if self._baseline is None:
             self._baseline = (float(np.mean([b[0] for b in blurry])), float(np.mean([b[1] for b in blurry])),
                               len(blurry))
@@ -100,21 +99,17 @@ def save_best(net: Any, path: Path) -> None:
 def check_val_every(val_every: int | None, val_lmdb: Path, val_limit: int | None = None) -> None:
     """Refuse a nonsensical --val-every / --val-limit before a run folder exists."""
     if val_limit is not None and (not isinstance(val_limit, int) or val_limit < 1):
-        raise ValueError(f"--val-limit is a number of val records (1 or more), got {val_limit!r}; "
+        raise InvalidValue(f"--val-limit is a number of val records (1 or more), got {val_limit!r}; "
                          "leave it out to validate on all of them")
     if val_every is None:
         if val_limit is not None:
-            raise ValueError("--val-limit only makes sense with --val-every")
+            raise InvalidValue("--val-limit only makes sense with --val-every")
         return
     if not isinstance(val_every, int) or val_every < 1:
-        raise ValueError(f"--val-every is a number of iterations (1 or more), got {val_every!r}; "
+        raise InvalidValue(f"--val-every is a number of iterations (1 or more), got {val_every!r}; "
                          "leave it out to train without validation")
     if not val_lmdb.is_dir():
-        raise FileNotFoundError(f"--val-every needs a val LMDB at {val_lmdb} (build one with `mrfnet data-prep`)")
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+        raise MissingInput(f"--val-every needs a val LMDB at {val_lmdb} (build one with `mrfnet data-prep`)")
 
 
 def is_better(value: float, best: float | None) -> bool:

@@ -1,11 +1,12 @@
-"""The solving loop that runs in each training child process (one per GPU, or one on the CPU).
+"""The training child process: one per GPU, or one on the CPU (one per MPI rank under mpirun).
 
-It is the python/train.py pattern (one process per GPU joined by caffe.NCCL), with the solver
-type honoured (caffe.get_solver, not SGDSolver), a loop of single steps so the parent sees
-progress, the loss-weight schedule applied between steps, a NaN/inf guard, and SIGINT/SIGTERM/SIGUSR1
-turned into a snapshot before exiting. Messages to the parent go through a Pipe. Under MPI
-(mrfnet.train.rank_agent) a :class:`Group` joins the ranks: they agree each iteration whether to stop,
-and on the CPU they average gradients through it (on GPUs NCCL does).
+It is the python/train.py pattern (one process per GPU joined by caffe.NCCL), with the solver type
+honoured (caffe.get_solver, not SGDSolver): it builds the solver, restores or initialises it, joins
+it to the other solvers, and runs the training loop (mrfnet.train.loop) with the run's hooks
+(mrfnet.train.hooks: loss schedule, edge branch, validation, progress, non-finite guard, snapshots,
+stop signals). Messages to the parent go through a Pipe. Under MPI (mrfnet.train.rank_agent) a
+:class:`Group` joins the ranks: they agree on stopping, and on the CPU they average gradients through
+it (on GPUs NCCL does).
 
 The loop takes the snapshots itself (Caffe's own, inside ``step``, are switched off by the runtime
 solver file): each iteration's progress row, validation included, goes to the parent before that
@@ -15,9 +16,7 @@ the newest snapshot whose row was recorded), and the free space is checked befor
 
 from __future__ import annotations
 
-import math
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,16 +25,12 @@ from google.protobuf import text_format
 
 from mrfnet.runtime.caffe_env import import_caffe
 from mrfnet.runtime.device import set_mode
-from mrfnet.train.loss_schedule import weights_at
-from mrfnet.train.snapshots import snapshot_bytes, snapshot_shortfall
-from mrfnet.train.validation import Validator, is_better, save_best
+from mrfnet.train import hooks, loop
+from mrfnet.train.snapshots import snapshot_bytes
+from mrfnet.train.validation import Validator, save_best
 from netgen.layers import scale_loss_values, set_scale_loss_weights
 from netgen.layers.edge_state import set_edge_alpha, train_discriminators
 from netgen.names import EDGE_LOSS_TOPS
-
-PROGRESS_EVERY = 1  # iterations between progress messages to the parent
-# each makes the solver snapshot and stop (`mrfnet train` exits 130); SIGUSR1 is a cluster's early warning
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
 @dataclass
@@ -63,42 +58,12 @@ class SolveJob:
     validate_first: bool = False  # the restored iteration's validation was cut short by a stop: score it first
 
 
-class Group(Protocol):
-    """The other solvers of an MPI run (mrfnet.train.rank_agent.MpiGroup)."""
-
-    def any(self, *flags: bool) -> tuple[bool, ...]:
-        """Each flag or-ed over the ranks (every rank calls it at the same point)."""
-
-    def allgather(self, value: Any) -> list[Any]: ...
-
-    def barrier(self) -> None: ...
+class Group(loop.Group, Protocol):
+    """What a CPU solver also needs of the other MPI ranks: the same start, and averaged gradients."""
 
     def broadcast_parameters(self, blobs: list[Any]) -> None: ...
 
     def average_gradients(self, blobs: list[Any]) -> None: ...
-
-
-class _Alone:
-    """The Group of a solver that has none (one process, or one host's GPUs joined by NCCL alone)."""
-
-    def any(self, *flags: bool) -> tuple[bool, ...]:
-        return flags
-
-    def allgather(self, value: Any) -> list[Any]:
-        return [value]
-
-    def barrier(self) -> None:
-        pass
-
-
-class _StopRequest:
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        for signum in STOP_SIGNALS:  # also when one reaches the solver itself (a cluster signalling every process)
-            signal.signal(signum, self._set)
-
-    def _set(self, signum: int, _frame: Any) -> None:
-        self.signal = signum
 
 
 def _data_layer_index(net: Any) -> int:
@@ -156,10 +121,11 @@ def _join(caffe: Any, solver: Any, job: SolveJob, param: Any, group: Group | Non
 
 
 def solve(job: SolveJob, conn: Any, group: Group | None = None) -> None:
-    """Run the solver to max_iter, or until a stop signal (on any rank) or a non-finite loss; report to ``conn``."""
+    """Run the solver to max_iter, or until a stop signal (on any rank), a non-finite loss or a full disk;
+    report each step and the outcome to ``conn``."""
     log_fd = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 2)  # Caffe's own log (glog on stderr) goes to the run folder
-    stop = _StopRequest()
+    stop = hooks.StopRequest()
     caffe = import_caffe()
 
     _setup_caffe(caffe, job)
@@ -171,94 +137,34 @@ def solve(job: SolveJob, conn: Any, group: Group | None = None) -> None:
     elif job.weights:
         solver.net.copy_from(job.weights)
     _join(caffe, solver, job, param, group)
-    group = group or _Alone()
-    leader = job.rank == 0
-    max_iter = param.max_iter
-    validator = None
-    if leader and job.val_every:
-        validator = Validator(caffe, job.deploy_path, solver.net, job.val_lmdb, limit=job.val_limit)
-    best_psnr = job.best_psnr
-    needed = snapshot_bytes(solver.net)
-    out_of_room = False  # a write was refused for want of space (the parent was told): stop without a snapshot
+    training = loop.TrainLoop(solver, _hooks(caffe, solver, job, stop, conn), param.max_iter, group=group,
+                              leader=job.rank == 0)
+    conn.send(("start", {"iteration": solver.iter, "max_iter": param.max_iter}))
+    outcome = training.run()
+    conn.send((outcome.kind, {**outcome.info, "signal": stop.signal}))
 
-    def has_room(folder: str | Path | None) -> bool:
-        nonlocal out_of_room
-        problem = snapshot_shortfall(Path(folder), needed) if folder is not None and leader else None
-        if problem is not None:
-            conn.send(("diskfull", {"iteration": solver.iter, "message": problem}))
-            out_of_room = True
-        return problem is None
 
-    def validate() -> dict[str, Any] | None:
-        """Score the weights on the val LMDB (None when a stop cut it short); keep them if the best."""
-        nonlocal best_psnr
-        score = validator.score(stop=lambda: stop.signal is not None)
-        if score is None:
-            return None
-        val = {**score.columns(), "blur_psnr": score.blur_psnr, "blur_ssim": score.blur_ssim,
-               "images": score.images, "best": is_better(score.psnr, best_psnr)}
-        if val["best"]:
-            if not has_room(Path(job.best_path).parent):
-                return None
-            best_psnr = score.psnr
-            save_best(solver.net, Path(job.best_path))
-        return val
-
-    def snapshot() -> bool:
-        """Rank 0 snapshots if the disk has room; every rank calls it at the same iteration, and none
-        returns before rank 0's snapshot is whole (an MPI job ends when any rank exits)."""
-        nonlocal out_of_room
-        if leader and not out_of_room and has_room(job.snapshot_dir):
-            solver.snapshot()
-        out_of_room = group.any(out_of_room)[0]
-        group.barrier()
-        return not out_of_room
-
-    conn.send(("start", {"iteration": solver.iter, "max_iter": max_iter}))
-    if validator is not None and job.validate_first and (val := validate()) is not None:
-        conn.send(("validation", {"iteration": solver.iter, "val": val}))
-    weights = edge_alpha = None
-    edge_tops = [top for top in EDGE_LOSS_TOPS if top in solver.net.blobs]  # none without --edge
-    snapshot_at = solver.iter  # the iteration of the newest snapshot (the restored one counts)
-    while solver.iter < max_iter:
-        stopping, out_of_room = group.any(stop.signal is not None, out_of_room)
-        if stopping or out_of_room:
-            break
-        wanted = weights_at(job.loss_schedule, solver.iter)
-        if wanted != weights:
-            set_scale_loss_weights(solver.net, wanted)
-            weights = wanted
-        alpha = 1.0 if solver.iter >= job.edge_alpha_from else 0.0
-        if alpha != edge_alpha:
-            set_edge_alpha(solver.net, alpha)
-            edge_alpha = alpha
-        solver.step(1)
-        train_discriminators(solver.net)  # the edge GAN's alternating step; nothing without --edge
-        losses = {**scale_loss_values(solver.net), **_edge_loss_values(solver.net, edge_tops)}
-        finite = all(math.isfinite(v) for v in losses.values())
-        val = None
-        if finite and validator is not None and (solver.iter % job.val_every == 0 or solver.iter == max_iter):
-            val = validate()
-        if finite and leader and (solver.iter % PROGRESS_EVERY == 0 or val is not None):
-            info = {"iteration": solver.iter, "losses": losses, "weights": weights,
-                    "lr": _learning_rate(param, solver.iter)}
-            if val is not None:
-                info["val"] = val
-            conn.send(("progress", info))  # before the ranks meet: a rank dying now cannot cost this row
-        if group.any(not finite)[0]:
-            bad = next(ls for ls in group.allgather(losses) if not all(math.isfinite(v) for v in ls.values()))
-            conn.send(("nonfinite", {"iteration": solver.iter, "losses": bad}))
-            return  # no snapshot: the weights are already poisoned; the last periodic one stands
-        if job.snapshot_every and solver.iter % job.snapshot_every == 0:
-            if not snapshot():
-                return  # the parent was told
-            snapshot_at = solver.iter
-    if snapshot_at != solver.iter:  # the snapshot of a stop, or of the end (every rank: they agree on the room)
-        snapshot()
-    if out_of_room:
-        return  # the parent was told; the newest snapshot written stands
-    reason = "stopped" if solver.iter < max_iter else "finished"
-    conn.send((reason, {"iteration": solver.iter, "signal": stop.signal}))
+def _hooks(caffe: Any, solver: Any, job: SolveJob, stop: hooks.StopRequest, conn: Any) -> list[loop.Hook]:
+    """The run's hooks, in the order the loop calls them."""
+    net = solver.net
+    room = hooks.Room(snapshot_bytes(net))
+    edge_tops = [top for top in EDGE_LOSS_TOPS if top in net.blobs]  # none without --edge
+    run: list[loop.Hook] = [
+        hooks.StopHook(stop, room),
+        hooks.LossScheduleHook(job.loss_schedule, lambda weights: set_scale_loss_weights(net, weights)),
+        hooks.EdgeHook(job.edge_alpha_from, lambda alpha: set_edge_alpha(net, alpha),
+                       lambda: train_discriminators(net)),
+        hooks.LossesHook(lambda: {**scale_loss_values(net), **_edge_loss_values(net, edge_tops)}),
+    ]
+    if job.rank == 0 and job.val_every:
+        validator = Validator(caffe, job.deploy_path, net, job.val_lmdb, limit=job.val_limit)
+        run.append(hooks.ValidationHook(validator, job.val_every, Path(job.best_path), job.best_psnr, stop, room,
+                                        lambda path: save_best(net, path), first=job.validate_first, send=conn.send))
+    return [*run,
+            hooks.ProgressHook(conn.send, lambda: float(solver.lr)),
+            hooks.NonFiniteHook(),
+            hooks.SnapshotHook(Path(job.snapshot_dir or Path(job.solver_path).parent), job.snapshot_every, room,
+                               solver.snapshot)]
 
 
 def _edge_loss_values(net: Any, tops: list[str]) -> dict[str, float]:
@@ -271,10 +177,3 @@ def _solver_parameter(path: str) -> Any:
 
     with open(path) as file:
         return text_format.Parse(file.read(), caffe_pb2.SolverParameter())
-
-
-def _learning_rate(param: Any, iteration: int) -> float:
-    """The `step` policy's rate used by the step just taken (pycaffe does not expose Caffe's)."""
-    if param.lr_policy != "step":
-        return param.base_lr
-    return param.base_lr * param.gamma ** ((iteration - 1) // param.stepsize)

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from netgen.losses import LOSSES, loss_of_layer_type
 from netgen.names import SCALE_LOSS_TOPS
 
 
@@ -29,8 +30,9 @@ def _loss_layers(net: Any) -> list[tuple[str, str, str]]:
     if not found:
         raise ValueError(f"the net has none of the scale loss tops {', '.join(SCALE_LOSS_TOPS)}")
     for top, _, kind in found:
-        if kind not in ("EuclideanLoss", "Python"):
-            raise ValueError(f"{top} comes from a {kind} layer, not EuclideanLoss or ScaleRefinementLoss")
+        if loss_of_layer_type(kind) is None:
+            raise ValueError(f"{top} comes from a {kind} layer, which no registered scale loss makes "
+                             f"({', '.join(loss.layer_type for loss in LOSSES.values())})")
     return found
 
 
@@ -46,7 +48,7 @@ def set_scale_loss_weights(net: Any, weights: Sequence[float]) -> None:
         raise ValueError(f"need {len(found)} non-negative weights (coarsest scale first), got {list(weights)!r}")
     for (top, layer, kind), weight in zip(found, values, strict=True):
         # EuclideanLoss gives sum(d^2)/(2N): Eq. 5 needs a further 1/(K c h w); the Python layer normalises itself.
-        factor = 1.0 / (len(found) * _per_image_size(net, layer)) if kind == "EuclideanLoss" else 1.0
+        factor = 1.0 if loss_of_layer_type(kind).normalised else 1.0 / (len(found) * _per_image_size(net, layer))
         net.blobs[top].diff[...] = weight * factor
 
 
@@ -56,5 +58,5 @@ def scale_loss_values(net: Any) -> dict[str, float]:
     values = {}
     for top, layer, kind in found:
         data = float(net.blobs[top].data)
-        values[top] = data / _per_image_size(net, layer) if kind == "EuclideanLoss" else data * len(found)
+        values[top] = data * len(found) if loss_of_layer_type(kind).normalised else data / _per_image_size(net, layer)
     return values

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from google.protobuf import text_format
 
 from mrfnet.runtime.caffe_env import import_caffe, run_isolated
+from mrfnet.runtime.errors import InvalidValue
 from netgen.network import build_deploy
 from netgen.sizes import size_label
 
@@ -110,14 +111,14 @@ def layer_table(prototxt: str, height: int | None = None, width: int | None = No
     try:
         text_format.Merge(prototxt, net)
     except text_format.ParseError as exc:
-        raise ValueError(f"not a Caffe net definition: {exc}") from exc
+        raise InvalidValue(f"not a Caffe net definition: {exc}") from exc
     if not net.layer:
-        raise ValueError("the net definition has no layers (an empty file, or one written with the old `layers` "
+        raise InvalidValue("the net definition has no layers (an empty file, or one written with the old `layers` "
                          "field): nothing to count")
     known = set(caffe.layer_type_list())
     unknown = [f"{layer.name!r} ({layer.type})" for layer in net.layer if layer.type not in known]
     if unknown:  # Caffe would abort on them, listing every type it knows
-        raise ValueError(f"layer type(s) this Caffe does not have: {', '.join(unknown)}")
+        raise InvalidValue(f"layer type(s) this Caffe does not have: {', '.join(unknown)}")
     if height is not None and width is not None:
         for layer in net.layer:
             for shape in layer.input_param.shape:

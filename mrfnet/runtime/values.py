@@ -1,4 +1,5 @@
-"""argparse types for numeric options: a value that makes no sense is refused before any work starts.
+"""Parsers of option values, for the command line (argparse types) and for --config files and KEY=VALUE alike:
+a value that makes no sense is refused before any work starts.
 
 0 is never silently "the default": an option where 0 means something says so in its help and
 uses :func:`non_negative_int`; every other count, size and rate must be positive.
@@ -51,3 +52,11 @@ def fraction(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be from 0 to 1, not {value:g}")
     return value
+
+
+def gpu_list(text: str) -> list[int]:
+    """GPU ids, comma-separated ("0,1,2,3"; empty: none)."""
+    try:
+        return [int(g) for g in text.split(",") if g != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GPU ids like 0,1,2,3, not {text!r}") from None
