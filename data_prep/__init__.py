@@ -7,9 +7,10 @@ records (``records``) are raw 6-channel Datums: blurred B,G,R then sharp B,G,R.
 """
 
 from data_prep.blur import apply_blur, augment, gaussian_kernel, motion_kernel, synthesize_blur
-from data_prep.build import BuildOptions, build_dataset
+from data_prep.build import build_dataset
 from data_prep.images import ImageError, read_image
 from data_prep.lmdb_writer import LmdbWriter
+from data_prep.options import BuildOptions
 from data_prep.patches import patch_origins
 from data_prep.records import count_records, decode_pair, encode_pair, iter_pairs
 from data_prep.sources import SOURCES, Item, load_items

@@ -1,4 +1,4 @@
-"""The data-prep pipeline: source items -> (augmentation, synthetic blur) -> patches -> LMDBs.
+"""The data-prep pipeline: source items -> (frame averaging, augmentation, synthetic blur) -> patches -> LMDBs.
 
 The main process plans everything from file headers: which records each image gives and the
 shuffled index of each (so the keys ``%08d_<name>`` put Caffe's sequential, index-sharded reading
@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,8 @@ from tqdm import tqdm
 
 from data_prep.atomic import check_free_space, format_bytes, reporting_no_room, write_text_atomic
 from data_prep.blur import (
-    MOTION_LENGTHS,
     apply_blur_patch,
     augment,
-    motion_lengths,
     sample_augment_params,
     sample_blur_params,
     synthesize_blur,
@@ -49,13 +47,13 @@ from data_prep.blur import (
 from data_prep.errors import DataError, DataExists
 from data_prep.images import ImageError, read_image
 from data_prep.lmdb_writer import (
-    DEFAULT_MAP_SIZE,
     LmdbWriter,
     WriterStats,
     partial_path,
     record_footprint,
     replace_dir,
 )
+from data_prep.options import BuildOptions
 from data_prep.patches import crop, patch_origins
 from data_prep.records import encode_pair, encoded_pair_bytes
 from data_prep.sources import SPLITS, Item, get_source, load_items
@@ -68,52 +66,7 @@ log = logging.getLogger(__name__)
 # in-process.
 AUTO_WORKERS_MIN_PIXELS = 50_000_000
 SUMMARY = "summary.json"
-# Synthetic blur: one kernel per patch (default) or one per image copy, as the authors' script did.
-BLUR_SCOPES = ("patch", "image")
-
 Record = tuple[str, bytes, dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """Everything a build depends on; ``None`` fields take the source's defaults (its entry in
-    data_prep.sources.SOURCES, see :meth:`resolved`)."""
-
-    source: str = "embedded"
-    root: Path | None = None
-    out: Path | None = None  # default data/<source>
-    gopro_blur: str = "blur"
-    patch_size: int | None = None
-    stride: int | None = None
-    copies: int = 1
-    test_copies: int | None = None  # blur draws of each whole test image; None: ``copies``
-    blur_per: str = "patch"
-    max_motion: int = MOTION_LENGTHS[-1]
-    augment: bool = False
-    test_whole: bool = True
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    seed: int = 0
-    workers: int | None = None  # None: one per CPU for large jobs, in-process for small ones
-    force: bool = False
-    map_size: int = DEFAULT_MAP_SIZE
-
-    def resolved(self) -> BuildOptions:
-        """A copy with the defaults filled in and the numbers checked."""
-        source = get_source(self.source)
-        patch = self.patch_size or source.patch_size
-        stride = self.stride or (patch // 2 if source.half_overlap else patch)
-        motion_lengths(self.max_motion)  # checks it
-        for label, value in (("patch size", patch), ("stride", stride), ("copies", self.copies),
-                             ("test copies", self.test_copies),
-                             ("workers", self.workers), ("map size", self.map_size)):
-            if value is not None and value < 1:
-                raise DataError(f"{label} must be positive, got {value}")
-        if self.blur_per not in BLUR_SCOPES:
-            raise DataError(f"blur_per must be one of {', '.join(BLUR_SCOPES)}, got {self.blur_per!r}")
-        out = Path(self.out) if self.out is not None else Path("data") / self.source
-        root = Path(self.root) if self.root is not None else None
-        return BuildOptions(**{**asdict(self), "out": out, "root": root, "patch_size": patch, "stride": stride})
 
 
 @dataclass(frozen=True)
@@ -165,10 +118,15 @@ def plan(items: Iterable[Item], options: BuildOptions) -> tuple[dict[str, list[T
     return tasks, skipped
 
 
-def make_records(task: Task) -> tuple[str, list[Record], list[str]]:
-    """Decode, augment, blur and crop one image: (split, its records, the conversions its files needed)."""
-    item = task.item
-    rng = np.random.default_rng([task.seed, zlib.crc32(f"{item.split}/{item.name}/{task.copy}".encode())])
+def read_item(item: Item) -> tuple[dict[str, np.ndarray], list[str]]:
+    """An item's images by role ("sharp", and "blur" unless the build blurs it) and the conversions they needed.
+
+    A frame source's item is averaged here (data_prep.frames.Window.read): its blurred image is real, so the
+    rest of the build treats it as a pair from files (no synthetic blur).
+    """
+    if item.frames is not None:
+        blurred, sharp, notes = item.frames.read()
+        return {"sharp": sharp, "blur": blurred}, [f"frames: {note}" for note in notes]
     images, converted = {}, []
     for role, path in (("sharp", item.sharp), ("blur", item.blur)):
         if path is None:
@@ -178,6 +136,15 @@ def make_records(task: Task) -> tuple[str, list[Record], list[str]]:
             raise ImageError(f"image {path} decodes to {images[role].shape[1]}x{images[role].shape[0]} pixels "
                              f"but its header says {item.width}x{item.height}")
         converted += [f"{role}: {note}" for note in notes]
+    return images, converted
+
+
+def make_records(task: Task) -> tuple[str, list[Record], list[str]]:
+    """Decode (or average), augment, blur and crop one image: (split, its records, the conversions its files
+    needed)."""
+    item = task.item
+    rng = np.random.default_rng([task.seed, zlib.crc32(f"{item.split}/{item.name}/{task.copy}".encode())])
+    images, converted = read_item(item)
     augment_params = sample_augment_params(rng) if task.augment else None
     if augment_params is not None:
         images = {role: augment(image, augment_params) for role, image in images.items()}
@@ -205,7 +172,8 @@ def make_records(task: Task) -> tuple[str, list[Record], list[str]]:
                 "image_size": [height, width], "crop": None if origin is None else list(origin),
                 "size": list(sharp.shape[:2]), "blur_params": blur_params,
                 "blur_scope": None if blur_params is None else ("patch" if per_patch else "image"),
-                "augment": augment_params, "converted": converted}
+                "augment": augment_params, "converted": converted,
+                "frames": None if item.frames is None else item.frames.meta()}
         records.append((key, encode_pair(blur, sharp), meta))
     return item.split, records, converted
 
@@ -255,7 +223,9 @@ def worker_count(options: BuildOptions, tasks: list[Task]) -> int:
     """How many worker processes to use (1: none, work in-process); see AUTO_WORKERS_MIN_PIXELS."""
     if options.workers is not None:
         return min(options.workers, len(tasks))
-    pixels = sum(task.item.height * task.item.width for task in tasks)
+    # pixels decoded: a frame source's item reads a window of frames
+    pixels = sum(task.item.height * task.item.width * (task.item.frames.settings.average if task.item.frames else 1)
+                 for task in tasks)
     return 1 if pixels < AUTO_WORKERS_MIN_PIXELS else min(os.cpu_count() or 1, len(tasks))
 
 
@@ -289,6 +259,7 @@ def _summary(options: BuildOptions, tasks: dict[str, list[Task]], stats: dict[st
         "test_copies": options.test_copies,
         "blur_per": options.blur_per if source.synthetic else None,
         "max_motion": options.max_motion if source.synthetic else None,
+        "frames": options.frames.record() if source.reads_frames else None,
         "augment": options.augment, "test_whole": options.test_whole, "seed": options.seed,
         "workers": workers, "splits": splits, "skipped": {"smaller_than_patch": skipped},
         "converted": dict(converted), "records": sum(s["records"] for s in splits.values()),
@@ -306,7 +277,7 @@ def build_dataset(options: BuildOptions) -> dict[str, Any]:
     options = options.resolved()
     _check_out(options.out, options.force)
     items = load_items(options.source, options.root, gopro_blur=options.gopro_blur, val_fraction=options.val_fraction,
-                       test_fraction=options.test_fraction, seed=options.seed)
+                       test_fraction=options.test_fraction, seed=options.seed, frames=options.frames)
     tasks, skipped = plan(items, options)
     if not tasks["train"]:
         raise DataError(f"no training records: every training image is smaller than the {options.patch_size}-pixel "

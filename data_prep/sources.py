@@ -1,5 +1,6 @@
-"""Where pairs come from: GOPRO, a folder of sharp images (VisDrone), a blur/sharp folder pair, or
-photographs bundled with scikit-image, scikit-learn and matplotlib.
+"""Where pairs come from: GOPRO, a folder of sharp images (VisDrone), a blur/sharp folder pair,
+photographs bundled with scikit-image, scikit-learn and matplotlib, or sequences of sharp frames (frame
+folders or videos) averaged into real motion blur (data_prep.frames).
 
 :data:`SOURCES` is the one list of sources (the registry): the build, summary.json and ``mrfnet
 data-prep --source`` and its help read each :class:`Source`'s entry, so a new source is one
@@ -8,7 +9,10 @@ source / loss / converter").
 
 A source returns :class:`Item` descriptions (names, split, files, size from the file header) and
 reads no pixels, so a whole dataset is checked (missing partners, size mismatches, unreadable
-files) before any work starts. Pixels are read by data_prep.images.read_image in the build's workers.
+files) before any work starts. Pixels are read by data_prep.images.read_image in the build's workers; an
+item of a frame source carries a data_prep.frames.Window instead, which the workers read and average. (A
+video source decodes each video once while it lists its items: that is how a truncated video or a variable
+frame rate is found before the build starts.)
 
 Bad input is an error that names the file, never a silent skip: a missing or extra partner, a
 pair whose sizes differ, a file that cannot be opened or decoded (corrupt, truncated, no read
@@ -30,7 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.errors import DataError, MissingData
+from data_prep.frames import FrameSettings, Window, check_sequence, find_sequences, window_starts
 from data_prep.images import ImageError, find_images, image_size, item_name, match_pairs
+from data_prep.videos import find_videos, scan_video
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +71,9 @@ def embedded_path(package: str, folder: str, file_name: str) -> Path:
 
 @dataclass(frozen=True)
 class Item:
-    """One sharp image (blurred synthetically when ``blur`` is None) or one real blurred/sharp pair."""
+    """One sharp image (blurred synthetically when ``blur`` is None), one real blurred/sharp pair, or one
+    window of frames (``frames``) that the build averages into the blurred image, its middle frame the sharp
+    one; ``sharp`` then names that middle frame's file (or the video) and ``blur`` is None."""
 
     name: str
     split: str
@@ -73,6 +81,7 @@ class Item:
     blur: Path | None
     height: int
     width: int
+    frames: Window | None = None
 
 
 def assign_splits(groups: list[str], val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
@@ -135,6 +144,72 @@ def folder_items(root: Path, *, val_fraction: float = 0.1, test_fraction: float 
     return [_pair_item(item_name(relative), splits[relative], blur, sharp) for relative, blur, sharp in pairs]
 
 
+def _grouped(root: Path, find: Callable[[Path], dict], val_fraction: float, test_fraction: float,
+             seed: int) -> tuple[dict[str, object], dict[str, str]]:
+    """Groups (sequences, videos) under ``root`` by name, and the split of each. ``ROOT/train`` and
+    ``ROOT/test`` (GOPRO_Large_all's layout): test/ is the test split and validation takes whole training
+    groups; otherwise every group under ROOT is split at random. Never a split by frame: neighbouring frames
+    are nearly the same picture."""
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train, test = find(root / "train"), find(root / "test")
+        both = sorted(set(train) & set(test))
+        if both:
+            raise DataError(f"{root / 'train' / both[0]} and {root / 'test' / both[0]} would get the same name")
+        splits = assign_splits(list(train), val_fraction, 0.0, seed)
+        splits.update({name: "test" for name in test})
+        return {**train, **test}, splits
+    groups = find(root)
+    return groups, assign_splits(list(groups), val_fraction, test_fraction, seed)
+
+
+def _unique(items: list[Item]) -> list[Item]:
+    seen: dict[str, Item] = {}
+    for item in items:
+        other = seen.setdefault(item.name, item)
+        if other is not item:
+            raise DataError(f"{other.frames.origin} and {item.frames.origin} would get the same record name "
+                            f"{item.name}")
+    return items
+
+
+def frame_items(root: Path, settings: FrameSettings, *, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                seed: int = 0) -> list[Item]:
+    """Sequences of sharp frames, one folder each (``ROOT/<sequence>/*.png``, or GOPRO_Large_all's
+    ``ROOT/{train,test}/<sequence>/``): a pair every ``settings.step`` frames, split by sequence."""
+    settings = settings.checked()
+    sequences, splits = _grouped(root, find_sequences, val_fraction, test_fraction, seed)
+    items = []
+    for name, frames in sequences.items():
+        folder = frames[0].parent
+        height, width = check_sequence(folder, frames, settings)
+        for start in window_starts(len(frames), settings):
+            window = Window(settings, start, height, width, sequence=folder,
+                            files=tuple(path.name for path in frames[start:start + settings.average]))
+            items.append(Item(item_name(f"{name}/{window.origin.name}"), splits[name], window.origin, None, height,
+                              width, window))
+    return _unique(items)
+
+
+def video_items(root: Path, settings: FrameSettings, *, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                seed: int = 0) -> list[Item]:
+    """Video files under ``ROOT`` (or ``ROOT/{train,test}/``), decoded by OpenCV: a pair every
+    ``settings.step`` frames, split by video. Each video is decoded once here (data_prep.videos.scan_video)."""
+    settings = settings.checked()
+    videos, splits = _grouped(root, find_videos, val_fraction, test_fraction, seed)
+    items = []
+    for name, path in videos.items():
+        info = scan_video(path)
+        if info.frames < settings.average:
+            raise DataError(f"video {path} has {info.frames} frame(s), fewer than the {settings.average} that "
+                            "--average needs")
+        for start in window_starts(info.frames, settings):
+            window = Window(settings, start, info.height, info.width, video=path, fps=info.fps,
+                            start_ms=info.times_ms[start])
+            record_name = item_name(f"{Path(name).with_suffix('').as_posix()}/f{window.sharp_index:06d}")
+            items.append(Item(record_name, splits[name], path, None, info.height, info.width, window))
+    return _unique(items)
+
+
 def embedded_items() -> list[Item]:
     """The bundled photographs (:data:`EMBEDDED`), in their fixed splits."""
     items = []
@@ -157,6 +232,7 @@ class SourceOptions:
     val_fraction: float
     test_fraction: float
     seed: int
+    frames: FrameSettings = FrameSettings()
 
 
 @dataclass(frozen=True)
@@ -167,7 +243,9 @@ class Source:
     ``--blur-per`` and ``--max-motion`` apply (and summary.json records them). ``needs_root``: it reads a
     dataset folder (``--root``). ``patch_size``: its default patch side; ``half_overlap``: its default stride
     is half the patch, else the patch. ``reads_gopro_blur``: its loader reads ``--gopro-blur`` (recorded then
-    only). ``help``: its line under "Sources:" in ``mrfnet data-prep --help``.
+    only). ``reads_frames``: its loader reads ``--average``, ``--step``, ``--gamma`` and ``--interpolate``
+    (refused for other sources; recorded then only). ``help``: its line under "Sources:" in
+    ``mrfnet data-prep --help``.
     """
 
     name: str
@@ -178,6 +256,7 @@ class Source:
     patch_size: int = 256  # the paper's training crop; patches side by side (GOPRO's 2103 pairs give ~30k)
     half_overlap: bool = False
     reads_gopro_blur: bool = False
+    reads_frames: bool = False
 
 
 SOURCES: dict[str, Source] = {}  # name -> source, in registration order (the order of --help)
@@ -225,10 +304,22 @@ register_source(Source(
     "folder", lambda options: folder_items(options.root, val_fraction=options.val_fraction,
                                            test_fraction=options.test_fraction, seed=options.seed),
     synthetic=False, help="your own pairs: ROOT/blur/ and ROOT/sharp/ matched by relative path"))
+register_source(Source(
+    "frames", lambda options: frame_items(options.root, options.frames, val_fraction=options.val_fraction,
+                                          test_fraction=options.test_fraction, seed=options.seed),
+    synthetic=False, reads_frames=True,
+    help="sharp frames, ROOT/<sequence>/*.png (GOPRO_Large_all: ROOT/{train,test}/<sequence>/), averaged into "
+         "real motion blur; split by sequence"))
+register_source(Source(
+    "video", lambda options: video_items(options.root, options.frames, val_fraction=options.val_fraction,
+                                         test_fraction=options.test_fraction, seed=options.seed),
+    synthetic=False, reads_frames=True,
+    help="video files under ROOT (or ROOT/{train,test}/), decoded by OpenCV and averaged like frames; "
+         "split by video"))
 
 
 def load_items(source: str, root: Path | None = None, *, gopro_blur: str = "blur", val_fraction: float = 0.1,
-               test_fraction: float = 0.1, seed: int = 0) -> list[Item]:
+               test_fraction: float = 0.1, seed: int = 0, frames: FrameSettings | None = None) -> list[Item]:
     """The items of ``source`` (a name in :data:`SOURCES`); a source that ``needs_root`` gets ``root`` checked."""
     spec = get_source(source)
     if spec.needs_root:
@@ -236,7 +327,7 @@ def load_items(source: str, root: Path | None = None, *, gopro_blur: str = "blur
             raise DataError(f"--source {source} needs --root")
         if not root.is_dir():
             raise MissingData(f"no folder {root}")
-    items = spec.load(SourceOptions(root, gopro_blur, val_fraction, test_fraction, seed))
+    items = spec.load(SourceOptions(root, gopro_blur, val_fraction, test_fraction, seed, frames or FrameSettings()))
     log.info("%s: %d image(s) from %s (%s)", source, len(items), root or "bundled photographs",
              ", ".join(f"{sum(item.split == split for item in items)} {split}" for split in SPLITS))
     return items

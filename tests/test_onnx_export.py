@@ -204,16 +204,17 @@ def test_weights_of_another_net_get_the_caffe_paths_error(caffe, tmp_path, caplo
 
 @pytest.mark.slow
 def test_deblur_and_score_with_onnx_runtime_match_caffe(caffe, trained_run, tmp_path, capsys):
-    from mrfnet.evaluate.scoring import score_model
+    from mrfnet.evaluate.scoring import ScoreOptions, score_model
+    from mrfnet.evaluate.testsets import LmdbTestSet
 
     onnx_file = tmp_path / "model.onnx"
     assert main(["export", str(trained_run), "--out", str(onnx_file)]) == 0
     lmdb = make_lmdb(tmp_path / "test_lmdb", make_pairs(seed=5))
     weights = sorted((trained_run / "snapshots").glob("mrfnet_iter_*.caffemodel"))[-1]
     deploy = trained_run / "deploy.prototxt"
-    by_caffe = score_model(deploy, weights, test_lmdb=lmdb, engine="caffe")
-    by_onnx = score_model(onnx_file, onnx_file, test_lmdb=lmdb)
-    converted = score_model(deploy, weights, test_lmdb=lmdb, engine="onnxruntime")
+    by_caffe = score_model(deploy, weights, LmdbTestSet(lmdb), options=ScoreOptions(engine="caffe"))
+    by_onnx = score_model(onnx_file, onnx_file, LmdbTestSet(lmdb))
+    converted = score_model(deploy, weights, LmdbTestSet(lmdb), options=ScoreOptions(engine="onnxruntime"))
     assert by_onnx.engine == converted.engine == "onnxruntime" and by_caffe.engine == "caffe"
     for report in (by_onnx, converted):
         assert abs(report.last.psnr - by_caffe.last.psnr) < 1e-3

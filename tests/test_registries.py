@@ -78,7 +78,7 @@ def test_a_registered_source_is_built_with_its_own_defaults(scratch_source, tmp_
 def test_a_source_name_twice_is_refused():
     with pytest.raises(ValueError, match="registered twice"):
         register_source(Source("embedded", lambda options: [], help="", synthetic=True))
-    assert list(SOURCES) == ["embedded", "gopro", "visdrone", "folder"]
+    assert list(SOURCES) == ["embedded", "gopro", "visdrone", "folder", "frames", "video"]
 
 
 TANH_NET = ('layer { name: "data" type: "Input" top: "blur" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'

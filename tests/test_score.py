@@ -23,7 +23,7 @@ from scoring_helpers import (
 from mrfnet import cli
 from mrfnet.evaluate import montage
 from mrfnet.evaluate.metrics import MetricOptions, psnr, ssim
-from mrfnet.evaluate.scoring import score_model, score_run
+from mrfnet.evaluate.scoring import ScoreOptions, score_model, score_run
 from mrfnet.evaluate.tables import make_table
 from mrfnet.evaluate.testsets import FolderTestSet, LmdbTestSet, open_test_set
 from mrfnet.infer.model import Model
@@ -53,8 +53,8 @@ def test_lmdb(pairs, tmp_path_factory):
 @pytest.fixture(scope="module")
 def lmdb_report(model_files, test_lmdb, tmp_path_factory):
     out = tmp_path_factory.mktemp("scored")
-    report = score_model(*model_files, test_lmdb=test_lmdb, out_dir=out, save_images=True, montage=True,
-                         montage_limit=2)
+    report = score_model(*model_files, LmdbTestSet(test_lmdb), out_dir=out,
+                         options=ScoreOptions(save_images=True, montage=True, montage_limit=2))
     return report, out
 
 
@@ -155,7 +155,7 @@ def test_run_folder_scores_snapshots_in_iteration_order(caffe, test_lmdb, tmp_pa
 @pytest.mark.slow
 def test_table_compares_score_outputs(lmdb_report, model_files, caffe, test_lmdb, tmp_path):
     other = save_caffemodel(caffe, model_files[0], tmp_path / "other_iter_7.caffemodel", seed=3)
-    score_model(model_files[0], other, test_lmdb=test_lmdb, out_dir=tmp_path / "other")
+    score_model(model_files[0], other, LmdbTestSet(test_lmdb), out_dir=tmp_path / "other")
     table = make_table([f"first={lmdb_report[1]}", str(tmp_path / "other" / "summary.json")])
     text = table.markdown()
     assert "| blurry input |" in text and "| first |" in text and "| other_iter_7 |" in text
@@ -164,8 +164,8 @@ def test_table_compares_score_outputs(lmdb_report, model_files, caffe, test_lmdb
     assert cli.main(["table", str(lmdb_report[1]), f"b={tmp_path / 'other'}", "--out", str(tmp_path / "t")]) == 0
     assert (tmp_path / "t.md").is_file() and (tmp_path / "t.csv").is_file()
     # different metric options cannot share a table
-    score_model(model_files[0], other, test_lmdb=test_lmdb, out_dir=tmp_path / "y",
-                metrics=MetricOptions(y_channel=True))
+    score_model(model_files[0], other, LmdbTestSet(test_lmdb), out_dir=tmp_path / "y",
+                options=ScoreOptions(metrics=MetricOptions(y_channel=True)))
     with pytest.raises(ValueError, match="different metric options"):
         make_table([str(lmdb_report[1]), str(tmp_path / "y")])
 

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
+from mrfnet.evaluate.testsets import LmdbTestSet
 from mrfnet.infer.weights import nonfinite_values, read_caffemodel
 from mrfnet.train.driver import train
 from mrfnet.train.loss_schedule import loss_schedule
@@ -326,7 +327,7 @@ def test_a_trained_checkpoint_beats_the_blurry_baseline(dataset, tmp_path):
     run_dir = prepare_run(_options(dataset, tmp_path / "run", iterations=60, snapshot_every=60, batch_size=4),
                           ["test"])
     train(run_dir)
-    report = score_run(run_dir, test_lmdb=dataset / "val_lmdb", out_dir=tmp_path / "score")
+    report = score_run(run_dir, LmdbTestSet(dataset / "val_lmdb"), out_dir=tmp_path / "score")
     assert report.last.iteration == 60
     assert report.last.psnr > report.baseline["psnr"] + 0.5, (report.last.psnr, report.baseline)
 
@@ -352,7 +353,7 @@ def test_val_every_writes_scores_that_agree_with_mrfnet_score(dataset, tmp_path)
     assert sorted(validated) == [4, 8]
     best = json.loads((run_dir / "best.json").read_text())
     assert best["iteration"] in validated and (run_dir / "snapshots" / "best.caffemodel").is_file()
-    report = score_run(run_dir, test_lmdb=dataset / "val_lmdb", out_dir=tmp_path / "score")
+    report = score_run(run_dir, LmdbTestSet(dataset / "val_lmdb"), out_dir=tmp_path / "score")
     for result in report.results:
         row = validated[result.iteration]
         assert float(row["val_psnr"]) == pytest.approx(result.psnr, abs=1e-4)

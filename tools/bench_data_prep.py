@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from data_prep.build import BuildOptions, build_dataset
+from data_prep.build import build_dataset
+from data_prep.options import BuildOptions
 
 
 def bench(patch_size: int, workers: int, copies: int, repeats: int) -> tuple[int, int, float]:

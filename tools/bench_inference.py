@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from mrfnet.evaluate.scoring import score_model
+from mrfnet.evaluate.scoring import ScoreOptions, score_model
+from mrfnet.evaluate.testsets import open_test_set
 from mrfnet.export.exporter import export_model, save_onnx
 from mrfnet.export.onnx_model import OnnxModel
 from mrfnet.export.quantize import calibration_patches, export_int8
@@ -121,9 +122,10 @@ def engine_scores(model_path: Path, test_lmdb: Path, calibrate: Path | None, eng
             model = Model(source.deploy, weights)
             exported = export_int8(model, calibration_patches(calibrate), variant=source.variant)
             path = save_onnx(exported, folder / "int8.onnx")
-            report = score_model(path, path, test_lmdb=test_lmdb)
+            report = score_model(path, path, open_test_set(test_lmdb=test_lmdb))
         else:
-            report = score_model(source.deploy, weights, test_lmdb=test_lmdb, engine=engine)
+            report = score_model(source.deploy, weights, open_test_set(test_lmdb=test_lmdb),
+                                 options=ScoreOptions(engine=engine))
         rows.append((engine, report.last.psnr, report.last.ssim, report.last.seconds))
     return rows
 

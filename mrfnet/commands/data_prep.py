@@ -4,7 +4,8 @@ Writes OUT/{train,val,test}_lmdb (records keyed %08d_<name> in a seeded random o
 with a meta_info.jsonl line per record: source files, crop, blur and augmentation parameters) and
 OUT/summary.json. The default, --source embedded, needs no download: photographs bundled with
 scikit-image, scikit-learn and matplotlib, each in one split, blurred with the authors' recipe
-(Gaussian then motion blur, plus noise).
+(Gaussian then motion blur, plus noise). --source frames and --source video average consecutive sharp
+frames into real motion blur, the way GOPRO was made (--average, --step, --gamma, --interpolate).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from data_prep.blur import MOTION_LENGTHS
-from data_prep.build import AUTO_WORKERS_MIN_PIXELS, BLUR_SCOPES, BuildOptions, build_dataset
+from data_prep.build import AUTO_WORKERS_MIN_PIXELS, build_dataset
+from data_prep.frames import DEFAULT_AVERAGE, DEFAULT_GAMMA
 from data_prep.lmdb_writer import DEFAULT_MAP_SIZE
+from data_prep.options import BLUR_SCOPES, BuildOptions
 from data_prep.sources import GOPRO_BLURS, SOURCES, Source
-from mrfnet.runtime.values import fraction, non_negative_int, positive_int
+from mrfnet.runtime.values import fraction, non_negative_int, positive_float, positive_int
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
         gopro_blur=args.gopro_blur, patch_size=args.patch_size, stride=args.stride, copies=args.copies,
         test_copies=args.test_copies, blur_per=args.blur_per, max_motion=args.max_motion,
         augment=args.augment, test_whole=args.test_whole, val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction, seed=args.seed, workers=args.workers, force=args.force,
+        test_fraction=args.test_fraction, seed=args.seed, average=args.average, step=args.frame_step,
+        gamma=args.gamma, interpolate=args.interpolate, workers=args.workers, force=args.force,
         map_size=args.map_size << 20))
     return 0
 
@@ -45,6 +49,25 @@ def _by_source(default: Callable[[Source], object]) -> str:
     for name, source in SOURCES.items():
         names.setdefault(default(source), []).append(name)
     return ", ".join(f"{value} for {', '.join(group)}" for value, group in names.items())
+
+
+def _add_frame_arguments(parser: argparse.ArgumentParser) -> None:
+    """The frame sources' options: how consecutive frames become one blurred image (data_prep.frames)."""
+    frames = f"frame sources ({', '.join(name for name, source in SOURCES.items() if source.reads_frames)})"
+    parser.add_argument("--average", type=positive_int, metavar="N",
+                        help=f"{frames}: consecutive frames averaged into each blurred image, odd, the middle one "
+                             f"the sharp image (GOPRO: 7 to 13 frames of 240 fps; default: {DEFAULT_AVERAGE})")
+    parser.add_argument("--step", dest="frame_step", type=positive_int, metavar="S",
+                        help=f"{frames}: frames from one pair's first frame to the next's (default: --average, "
+                             "so no frame is in two pairs)")
+    parser.add_argument("--gamma", type=positive_float, metavar="G",
+                        help=f"{frames}: average in linear light, frames ** G averaged then ** 1/G on [0, 1] "
+                             f"(GOPRO's inverse camera response is about 2.2; 1: the plain mean; "
+                             f"default: {DEFAULT_GAMMA})")
+    parser.add_argument("--interpolate", type=non_negative_int, metavar="K",
+                        help=f"{frames}: frames synthesised between each pair of neighbours by DIS optical flow "
+                             "before averaging (2N-1 frames for K=1), for 24-60 fps footage whose averages show "
+                             "separate copies of fast edges (default: 0)")
 
 
 def setup_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -75,16 +98,18 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--blur-per", choices=BLUR_SCOPES, default="patch",
                         help=f"{synthetic}: draw a new blur for every patch (default; as many kernels as "
                              "patches) or one per image copy (the authors' script); whole test images get one each")
+    _add_frame_arguments(parser)
     parser.add_argument("--augment", action="store_true",
                         help="random flip, 90-degree rotation, channel permutation and saturation scaling of "
                              "training images (the paper's augmentation; off by default)")
     parser.add_argument("--test-whole", action=argparse.BooleanOptionalAction, default=True,
                         help="store test images whole, not as patches, so scoring sees full images (default: on)")
     parser.add_argument("--val-fraction", type=fraction, default=0.1,
-                        help="share of images (GOPRO: of training sequences) held out for validation "
-                             "(default: %(default)s; not embedded)")
+                        help="share of images (GOPRO: of training sequences; frames, video: of sequences or "
+                             "videos) held out for validation (default: %(default)s; not embedded)")
     parser.add_argument("--test-fraction", type=fraction, default=0.1,
-                        help="share of images held out for testing (visdrone, folder; default: %(default)s)")
+                        help="share of images held out for testing (visdrone, folder; frames, video: of sequences "
+                             "or videos, unless ROOT has train/ and test/; default: %(default)s)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of splits, blur, augmentation and record order "
                         "(default: %(default)s)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mrfnet.commands.options import add_inference_arguments, add_metric_arguments, parse_tile
 from mrfnet.evaluate.metrics import MetricOptions
-from mrfnet.evaluate.scoring import DEFAULT_MONTAGE_LIMIT, score_model, score_run
+from mrfnet.evaluate.scoring import DEFAULT_MONTAGE_LIMIT, ScoreOptions, score_model, score_run
 from mrfnet.evaluate.testsets import open_test_set
 from mrfnet.export.engines import resolve_source
 from mrfnet.runtime.errors import InvalidValue
@@ -21,17 +21,18 @@ def run(args: argparse.Namespace) -> int:
     test_set = open_test_set(test_lmdb=args.test_lmdb, blur_dir=args.blur_dir, sharp_dir=args.sharp_dir,
                              name=args.test_name)
     model = Path(args.model)
-    common = dict(label=args.label, metrics=metrics, save_images=args.save_images, montage=args.montage,
-                  montage_limit=args.montage_limit, tile=parse_tile(args.tile), overlap=args.overlap,
-                  max_memory_gb=args.max_memory_gb, limit=args.limit, gpu=args.gpu, engine=args.engine)
+    options = ScoreOptions(metrics=metrics, save_images=args.save_images, montage=args.montage,
+                           montage_limit=args.montage_limit, tile=parse_tile(args.tile), overlap=args.overlap,
+                           max_memory_gb=args.max_memory_gb, limit=args.limit, gpu=args.gpu, engine=args.engine)
     if model.is_dir():
         report = score_run(model, test_set, out_dir=args.out, deploy=args.deploy, variant=args.variant,
-                           last_only=args.last_only, **common)
+                           label=args.label, last_only=args.last_only, options=options)
         out = Path(args.out) if args.out else model / "score"
     else:
         out = Path(args.out) if args.out else model.with_name(f"{model.stem}_score")
         source = resolve_source(model, deploy=args.deploy, variant=args.variant, work_dir=out)
-        report = score_model(source.deploy, model, test_set, out_dir=out, variant=source.variant, **common)
+        report = score_model(source.deploy, model, test_set, out_dir=out, label=args.label, variant=source.variant,
+                             options=options)
     best = report.best
     engine = f", {report.engine}" if report.engine != "caffe" else ""
     print(f"{report.label} on {report.test_set['name']} ({report.test_set['images']} images, SSIM {args.ssim}"

@@ -22,7 +22,7 @@ from data_prep.atomic import atomic_output, write_text_atomic
 from data_prep.images import write_png
 from mrfnet.evaluate import montage as montage_module
 from mrfnet.evaluate.metrics import MetricOptions, psnr, ssim
-from mrfnet.evaluate.testsets import TestSet, open_test_set
+from mrfnet.evaluate.testsets import TestSet
 from mrfnet.export.engines import choose_engine, open_engine
 from mrfnet.infer.model import resolve_tile
 from mrfnet.infer.run_folder import ModelSource, iteration_of, resolve_model
@@ -229,19 +229,36 @@ def write_image_csv(rows: Sequence[ImageScore], path: Path) -> None:
     write_text_atomic(path, text.getvalue())
 
 
+@dataclass(frozen=True)
+class ScoreOptions:
+    """How a model is scored, beside what and where: the metrics, the tiling and its memory budget, what is
+    saved (outputs, montages), a limit on the images, and the device and engine. One object for
+    `mrfnet score`, the main job and the tests alike."""
+
+    metrics: MetricOptions = field(default_factory=MetricOptions)
+    save_images: bool = False  # each output as PNG (a run: its last snapshot)
+    montage: bool = False  # blur | output | sharp montages and a contact sheet (a run: its last snapshot)
+    montage_limit: int = DEFAULT_MONTAGE_LIMIT
+    tile: int | str = "auto"
+    overlap: int = DEFAULT_OVERLAP
+    max_memory_gb: float = DEFAULT_MAX_MEMORY_GB
+    limit: int | None = None  # the first N images only
+    gpu: int | None = None
+    engine: str | None = None  # "caffe" or "onnxruntime" (default: the one that fits the model)
+
+
 def _score(source: ModelSource, test_set: TestSet, *, kind: str, out_dir: str | Path | None, label: str | None,
-           metrics: MetricOptions, save_images: bool, montage: bool, montage_limit: int, tile: int | str,
-           overlap: int, max_memory_gb: float, limit: int | None, gpu: int | None, engine: str | None) -> ScoreReport:
+           options: ScoreOptions) -> ScoreReport:
     out = Path(out_dir) if out_dir is not None else None
-    scorer = _Scorer(source, test_set, metrics=metrics, tile=tile, overlap=overlap, max_memory_gb=max_memory_gb,
-                     limit=limit, gpu=gpu, engine=engine)
+    scorer = _Scorer(source, test_set, metrics=options.metrics, tile=options.tile, overlap=options.overlap,
+                     max_memory_gb=options.max_memory_gb, limit=options.limit, gpu=options.gpu, engine=options.engine)
     results, skipped = [], []
     for position, (iteration, weights) in enumerate(source.snapshots):
         last = position == len(source.snapshots) - 1
         folder = out if out is None or kind == "model" else out / f"iter_{iteration}"
         try:
-            results.append(scorer.score(iteration, weights, folder, save_images=save_images and last,
-                                        montage=montage and last, montage_limit=montage_limit))
+            results.append(scorer.score(iteration, weights, folder, save_images=options.save_images and last,
+                                        montage=options.montage and last, montage_limit=options.montage_limit))
         except WeightsMismatch as exc:  # unreadable, of another net, or diverged: score the others of a run
             if kind == "model":
                 raise
@@ -249,12 +266,12 @@ def _score(source: ModelSource, test_set: TestSet, *, kind: str, out_dir: str | 
             skipped.append({"caffemodel": str(weights), "reason": str(exc)})
     if not results:
         raise InvalidValue(f"none of the {len(skipped)} snapshots of {source.run_dir} could be scored (each is named "
-                         "above with why)")
+                           "above with why)")
     blur_psnr, blur_ssim = scorer.baseline_means()
     default_label = (source.run_dir.name if source.run_dir else Path(source.snapshots[0][1]).stem)
     report = ScoreReport(label=label or default_label, kind=kind, variant=source.variant, deploy=str(source.deploy),
-                         test_set=scorer.test_set_info(), metrics=asdict(metrics),
-                         tiling=tiling_info(scorer.tile, overlap),
+                         test_set=scorer.test_set_info(), metrics=asdict(options.metrics),
+                         tiling=tiling_info(scorer.tile, options.overlap),
                          baseline={"psnr": blur_psnr, "ssim": blur_ssim}, results=results, skipped=skipped,
                          engine=scorer.engine)
     if out is not None:
@@ -266,45 +283,25 @@ def _score(source: ModelSource, test_set: TestSet, *, kind: str, out_dir: str | 
     return report
 
 
-def score_model(deploy: str | Path, weights: str | Path, test_set: TestSet | None = None, *,
-                test_lmdb: str | Path | None = None, blur_dir: str | Path | None = None,
-                sharp_dir: str | Path | None = None, out_dir: str | Path | None = None, label: str | None = None,
-                variant: str | None = None, metrics: MetricOptions | None = None, save_images: bool = False,
-                montage: bool = False, montage_limit: int = DEFAULT_MONTAGE_LIMIT, tile: int | str = "auto",
-                overlap: int = DEFAULT_OVERLAP, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
-                limit: int | None = None, gpu: int | None = None, engine: str | None = None) -> ScoreReport:
-    """Score one caffemodel with ``deploy`` (or an exported .onnx file as both) on a test set; writes
-    images.csv and summary.json to ``out_dir``.
-
-    The test set is ``test_set``, or opened from ``test_lmdb`` or ``blur_dir`` + ``sharp_dir``;
-    ``engine`` is "caffe" or "onnxruntime" (default: the one that fits the model).
-    """
-    test_set = test_set or open_test_set(test_lmdb=test_lmdb, blur_dir=blur_dir, sharp_dir=sharp_dir)
+def score_model(deploy: str | Path, weights: str | Path, test_set: TestSet, *, out_dir: str | Path | None = None,
+                label: str | None = None, variant: str | None = None,
+                options: ScoreOptions | None = None) -> ScoreReport:
+    """Score one caffemodel with ``deploy`` (or an exported .onnx file as both) on ``test_set``
+    (mrfnet.evaluate.testsets.open_test_set); writes images.csv and summary.json to ``out_dir``."""
     source = ModelSource(Path(deploy), [(iteration_of(Path(weights)), Path(weights))], variant)
-    return _score(source, test_set, kind="model", out_dir=out_dir, label=label, metrics=metrics or MetricOptions(),
-                  save_images=save_images, montage=montage, montage_limit=montage_limit, tile=tile, overlap=overlap,
-                  max_memory_gb=max_memory_gb, limit=limit, gpu=gpu, engine=engine)
+    return _score(source, test_set, kind="model", out_dir=out_dir, label=label, options=options or ScoreOptions())
 
 
-def score_run(run_dir: str | Path, test_set: TestSet | None = None, *, test_lmdb: str | Path | None = None,
-              blur_dir: str | Path | None = None, sharp_dir: str | Path | None = None,
-              out_dir: str | Path | None = None, deploy: str | Path | None = None, variant: str | None = None,
-              label: str | None = None, metrics: MetricOptions | None = None,
-              save_images: bool = False, montage: bool = False, montage_limit: int = DEFAULT_MONTAGE_LIMIT,
-              tile: int | str = "auto", overlap: int = DEFAULT_OVERLAP, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
-              limit: int | None = None, last_only: bool = False, gpu: int | None = None,
-              engine: str | None = None) -> ScoreReport:
+def score_run(run_dir: str | Path, test_set: TestSet, *, out_dir: str | Path | None = None,
+              deploy: str | Path | None = None, variant: str | None = None, label: str | None = None,
+              last_only: bool = False, options: ScoreOptions | None = None) -> ScoreReport:
     """Score every snapshot of a run folder in iteration order (``out_dir`` defaults to RUN/score)."""
-    test_set = test_set or open_test_set(test_lmdb=test_lmdb, blur_dir=blur_dir, sharp_dir=sharp_dir)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MissingInput(f"run folder {run_dir} does not exist")
     out = Path(out_dir) if out_dir is not None else run_dir / "score"
     source = resolve_model(run_dir, deploy=deploy, variant=variant, work_dir=out, last_only=last_only)
-    return _score(source, test_set, kind="run", out_dir=out, label=label, metrics=metrics or MetricOptions(),
-                  save_images=save_images,
-                  montage=montage, montage_limit=montage_limit, tile=tile, overlap=overlap,
-                  max_memory_gb=max_memory_gb, limit=limit, gpu=gpu, engine=engine)
+    return _score(source, test_set, kind="run", out_dir=out, label=label, options=options or ScoreOptions())
 
 
 def write_iteration_csv(report: ScoreReport, path: Path) -> None:

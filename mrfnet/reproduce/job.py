@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.atomic import write_text_atomic
-from data_prep.build import BuildOptions, build_dataset
+from data_prep.build import build_dataset
+from data_prep.options import BuildOptions
 from data_prep.sources import EMBEDDED
 from mrfnet.analyze import layer_counts
 from mrfnet.analyze.timing import time_variants
-from mrfnet.evaluate.scoring import score_model
+from mrfnet.evaluate.scoring import ScoreOptions, score_model
+from mrfnet.evaluate.testsets import open_test_set
 from mrfnet.infer.run_folder import BEST_RECORD, DEPLOY, OPTIONS, PROGRESS, SNAPSHOT_DIR
 from mrfnet.reproduce.claims import HEADLINE, ablation_run, read_curve
 from mrfnet.reproduce.paper import PAPER_TABLE_III
@@ -309,9 +311,10 @@ def _train_runs(work_dir: Path, report_dir: Path, budget: Budget, records: int) 
 
 def _score_headline(work_dir: Path, report_dir: Path, headline: Path) -> tuple[dict[str, Any], list[str]]:
     """The headline model's test scores beside the blurry input's, and its montage in the report folder."""
-    result = score_model(headline.parents[1] / DEPLOY, headline, test_lmdb=work_dir / "data" / "test_lmdb",
-                         out_dir=work_dir / "scores" / "test" / HEADLINE, montage=True,
-                         montage_limit=MONTAGE_IMAGES)
+    test_set = open_test_set(test_lmdb=work_dir / "data" / "test_lmdb")
+    result = score_model(headline.parents[1] / DEPLOY, headline, test_set,
+                         out_dir=work_dir / "scores" / "test" / HEADLINE,
+                         options=ScoreOptions(montage=True, montage_limit=MONTAGE_IMAGES))
     montages = []
     if result.montage is not None:
         montages.append(f"montage_{HEADLINE}.png")
