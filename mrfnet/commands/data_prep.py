@@ -13,26 +13,27 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
-from data_prep.blur import MOTION_LENGTHS
 from data_prep.build import AUTO_WORKERS_MIN_PIXELS, build_dataset
 from data_prep.frames import DEFAULT_AVERAGE, DEFAULT_GAMMA
-from data_prep.lmdb_writer import DEFAULT_MAP_SIZE
 from data_prep.options import BLUR_SCOPES, BuildOptions
 from data_prep.sources import GOPRO_BLURS, SOURCES, Source
 from mrfnet.runtime.values import fraction, non_negative_int, positive_float, positive_int
 
+# The defaults of every option below are BuildOptions' own (data_prep.options): written once, there.
+DEFAULTS = BuildOptions()
+# flags whose namespace name or unit differs from BuildOptions' field
+RENAMED = {"frame_step": "step"}
+BUILD_FIELDS = {field.name for field in fields(BuildOptions)}
+
 
 def run(args: argparse.Namespace) -> int:
-    build_dataset(BuildOptions(
-        source=args.source, root=Path(args.root) if args.root else None, out=Path(args.out) if args.out else None,
-        gopro_blur=args.gopro_blur, patch_size=args.patch_size, stride=args.stride, copies=args.copies,
-        test_copies=args.test_copies, blur_per=args.blur_per, max_motion=args.max_motion,
-        augment=args.augment, test_whole=args.test_whole, val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction, seed=args.seed, average=args.average, step=args.frame_step,
-        gamma=args.gamma, interpolate=args.interpolate, workers=args.workers, force=args.force,
-        map_size=args.map_size << 20))
+    given = {RENAMED.get(name, name): value for name, value in vars(args).items()
+             if RENAMED.get(name, name) in BUILD_FIELDS}
+    build_dataset(BuildOptions(**{**given, "root": Path(args.root) if args.root else None,
+                                  "out": Path(args.out) if args.out else None, "map_size": args.map_size << 20}))
     return 0
 
 
@@ -75,48 +76,49 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
                                    description=f"{__doc__}\n{_sources_help()}",
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     synthetic = f"synthetic sources ({', '.join(name for name, source in SOURCES.items() if source.synthetic)})"
-    parser.add_argument("--source", choices=list(SOURCES), default="embedded", help="where pairs come from "
+    parser.add_argument("--source", choices=list(SOURCES), default=DEFAULTS.source, help="where pairs come from "
                         "(default: %(default)s)")
     parser.add_argument("--root", help="the dataset folder (needed by "
                         f"{', '.join(name for name, source in SOURCES.items() if source.needs_root)})")
     parser.add_argument("--out", help="output folder (default: data/<source>)")
-    parser.add_argument("--gopro-blur", choices=GOPRO_BLURS, default="blur",
+    parser.add_argument("--gopro-blur", choices=GOPRO_BLURS, default=DEFAULTS.gopro_blur,
                         help="GOPRO's blurred folder: blur (linear, most published numbers) or blur_gamma "
                              "(DeepDeblur) (default: %(default)s)")
     parser.add_argument("--patch-size", type=positive_int, help=f"side of the square training/validation patches "
                         f"(default: {_by_source(lambda source: source.patch_size)})")
     parser.add_argument("--stride", type=positive_int, help="step between patches (default: "
                         f"{_by_source(lambda source: 'half the patch' if source.half_overlap else 'the patch')})")
-    parser.add_argument("--copies", type=positive_int, default=1,
-                        help="versions of each source image, each with its own blur and augmentation (default: 1)")
+    parser.add_argument("--copies", type=positive_int, default=DEFAULTS.copies,
+                        help="versions of each source image, each with its own blur and augmentation "
+                             "(default: %(default)s)")
     parser.add_argument("--test-copies", type=positive_int,
                         help="blur draws of each whole test image, so a test mean does not hang on one kernel "
                              "(default: --copies)")
-    parser.add_argument("--max-motion", type=int, default=MOTION_LENGTHS[-1],
+    parser.add_argument("--max-motion", type=int, default=DEFAULTS.max_motion,
                         help=f"{synthetic}: longest motion blur drawn, in pixels (the authors' recipe: "
                              "5..30 in steps of 5; default: %(default)s)")
-    parser.add_argument("--blur-per", choices=BLUR_SCOPES, default="patch",
+    parser.add_argument("--blur-per", choices=BLUR_SCOPES, default=DEFAULTS.blur_per,
                         help=f"{synthetic}: draw a new blur for every patch (default; as many kernels as "
                              "patches) or one per image copy (the authors' script); whole test images get one each")
     _add_frame_arguments(parser)
     parser.add_argument("--augment", action="store_true",
                         help="random flip, 90-degree rotation, channel permutation and saturation scaling of "
                              "training images (the paper's augmentation; off by default)")
-    parser.add_argument("--test-whole", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--test-whole", action=argparse.BooleanOptionalAction, default=DEFAULTS.test_whole,
                         help="store test images whole, not as patches, so scoring sees full images (default: on)")
-    parser.add_argument("--val-fraction", type=fraction, default=0.1,
+    parser.add_argument("--val-fraction", type=fraction, default=DEFAULTS.val_fraction,
                         help="share of images (GOPRO: of training sequences; frames, video: of sequences or "
                              "videos) held out for validation (default: %(default)s; not embedded)")
-    parser.add_argument("--test-fraction", type=fraction, default=0.1,
+    parser.add_argument("--test-fraction", type=fraction, default=DEFAULTS.test_fraction,
                         help="share of images held out for testing (visdrone, folder; frames, video: of sequences "
                              "or videos, unless ROOT has train/ and test/; default: %(default)s)")
-    parser.add_argument("--seed", type=non_negative_int, default=0,
+    parser.add_argument("--seed", type=non_negative_int, default=DEFAULTS.seed,
                         help="seed of splits, blur, augmentation and record order "
                         "(default: %(default)s)")
     parser.add_argument("--workers", type=positive_int,
                         help=f"worker processes; 1 works in-process (default: one per CPU ({os.cpu_count()}) for "
                              f"jobs of {AUTO_WORKERS_MIN_PIXELS // 10**6}+ megapixels, in-process below)")
     parser.add_argument("--force", action="store_true", help="replace an existing --out (once the new one is built)")
-    parser.add_argument("--map-size", type=positive_int, default=DEFAULT_MAP_SIZE >> 20,
+    parser.add_argument("--map-size", type=positive_int, default=DEFAULTS.map_size >> 20,
                         help="initial LMDB map size in MiB; doubled whenever it fills (default: %(default)s)")
     parser.set_defaults(run=run)
