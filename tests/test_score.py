@@ -27,9 +27,10 @@ from mrfnet.evaluate.scoring import ScoreOptions, score_model, score_run
 from mrfnet.evaluate.tables import make_table
 from mrfnet.evaluate.testsets import FolderTestSet, LmdbTestSet, open_test_set
 from mrfnet.infer.model import Model
-from mrfnet.infer.run_folder import resolve_model, run_snapshots
+from mrfnet.infer.model_source import resolve_model
 from mrfnet.infer.weights import WeightsMismatch, check_weights, inspect_deploy
 from mrfnet.runtime.caffe_env import CaffeError
+from mrfnet.runtime.run_files import run_snapshots
 from netgen import VARIANTS
 
 

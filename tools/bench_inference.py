@@ -39,7 +39,7 @@ from mrfnet.export.onnx_model import OnnxModel
 from mrfnet.export.quantize import calibration_patches, export_int8
 from mrfnet.infer.memory import lean_caffe
 from mrfnet.infer.model import Model, resolve_tile
-from mrfnet.infer.run_folder import resolve_model
+from mrfnet.infer.model_source import resolve_model
 from mrfnet.infer.tiling import DEFAULT_OVERLAP, pad_to_stride, tile_shape
 from mrfnet.reproduce.job import DEFAULT_NAME, default_work_dir, main_job_model
 from mrfnet.runtime.caffe_env import caffe_prefix, import_caffe, run_script_with_build

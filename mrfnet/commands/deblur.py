@@ -12,9 +12,9 @@ from types import FrameType
 from mrfnet.commands.options import add_inference_arguments, parse_tile
 from mrfnet.export.engines import choose_engine, open_engine, resolve_source
 from mrfnet.infer.deblur import deblur_paths, plan_outputs
-from mrfnet.infer.run_folder import SNAPSHOT_DIR
 from mrfnet.reproduce.job import main_job_model
 from mrfnet.runtime.errors import MissingInput
+from mrfnet.runtime.run_files import SNAPSHOT_DIR
 
 log = logging.getLogger(__name__)
 

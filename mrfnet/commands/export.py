@@ -17,7 +17,7 @@ from mrfnet.export.exporter import export_model, save_onnx, verify
 from mrfnet.export.onnx_graph import DEFAULT_OPSET
 from mrfnet.export.quantize import DEFAULT_CALIBRATION_PATCHES, calibration_patches, quantize_int8
 from mrfnet.infer.model import Model
-from mrfnet.infer.run_folder import resolve_model
+from mrfnet.infer.model_source import resolve_model
 from mrfnet.runtime.errors import InvalidValue
 from mrfnet.runtime.values import positive_int
 

@@ -14,11 +14,11 @@ from contextlib import nullcontext
 from dataclasses import fields
 from pathlib import Path
 
-from mrfnet.infer.run_folder import PROGRESS, SNAPSHOT_DIR
 from mrfnet.runtime.caffe_env import CaffeError
 from mrfnet.runtime.errors import InvalidValue
 from mrfnet.runtime.folder_lock import holding
 from mrfnet.runtime.options import add_arguments, flag_of, read_config, resolve
+from mrfnet.runtime.run_files import PROGRESS, SNAPSHOT_DIR
 from mrfnet.train.driver import train
 from mrfnet.train.options import TrainOptions, load_options
 from mrfnet.train.ranks import RankRefused, Ranks, launched_by_mpi

@@ -25,10 +25,11 @@ from mrfnet.evaluate.metrics import MetricOptions, psnr, ssim
 from mrfnet.evaluate.testsets import TestSet
 from mrfnet.export.engines import choose_engine, open_engine
 from mrfnet.infer.model import resolve_tile
-from mrfnet.infer.run_folder import ModelSource, iteration_of, resolve_model
+from mrfnet.infer.model_source import ModelSource, resolve_model
 from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB, DEFAULT_OVERLAP, AutoTile, Tile
 from mrfnet.infer.weights import WeightsMismatch
 from mrfnet.runtime.errors import InvalidValue, MissingInput
+from mrfnet.runtime.run_files import iteration_of
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from mrfnet.export.exporter import export_model
 from mrfnet.export.onnx_graph import DEFAULT_OPSET
 from mrfnet.export.onnx_model import VARIANT, OnnxModel, read_onnx
 from mrfnet.infer.model import Engine, Model
-from mrfnet.infer.run_folder import ModelSource, resolve_model
+from mrfnet.infer.model_source import ModelSource, resolve_model
 from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB
 from mrfnet.infer.weights import DeployInfo
 from mrfnet.runtime.errors import InvalidValue
@@ -82,7 +82,7 @@ def is_onnx(model: str | Path) -> bool:
 
 def resolve_source(model: str | Path, *, deploy: str | Path | None = None, variant: str | None = None,
                    work_dir: Path | None = None, last_only: bool = False) -> ModelSource:
-    """:func:`mrfnet.infer.run_folder.resolve_model`, and an exported .onnx file (its own deploy definition)."""
+    """:func:`mrfnet.infer.model_source.resolve_model`, and an exported .onnx file (its own deploy definition)."""
     if not is_onnx(model):
         return resolve_model(model, deploy=deploy, variant=variant, work_dir=work_dir, last_only=last_only)
     if deploy is not None or variant is not None:

@@ -22,7 +22,6 @@ from mrfnet.analyze import layer_counts
 from mrfnet.analyze.timing import time_variants
 from mrfnet.evaluate.scoring import ScoreOptions, score_model
 from mrfnet.evaluate.testsets import open_test_set
-from mrfnet.infer.run_folder import BEST_RECORD, DEPLOY, OPTIONS, PROGRESS, SNAPSHOT_DIR
 from mrfnet.reproduce.claims import HEADLINE, ablation_run, read_curve
 from mrfnet.reproduce.paper import PAPER_TABLE_III
 from mrfnet.reproduce.report import CURVES, REPORT, RESULTS, VARIANT_ORDER, summary_lines, write_report
@@ -30,6 +29,7 @@ from mrfnet.runtime.caffe_env import run_isolated
 from mrfnet.runtime.doctor import probe_caffe
 from mrfnet.runtime.folder_lock import holding
 from mrfnet.runtime.machine import cpu_model
+from mrfnet.runtime.run_files import BEST_RECORD, DEPLOY, OPTIONS, PROGRESS, SNAPSHOT_DIR
 from mrfnet.train.driver import train
 from mrfnet.train.options import TrainOptions
 from mrfnet.train.run_setup import prepare_run

@@ -10,8 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from data_prep.atomic import atomic_output, write_text_atomic
-from mrfnet.infer.run_folder import CAFFE_LOG, PROGRESS
 from mrfnet.runtime.errors import InvalidValue, MissingInput
+from mrfnet.runtime.run_files import CAFFE_LOG, PROGRESS
 from mrfnet.train.validation import COLUMNS as VAL_COLUMNS
 
 log = logging.getLogger(__name__)

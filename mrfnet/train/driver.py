@@ -16,7 +16,9 @@ from google.protobuf import text_format
 
 from data_prep.atomic import reporting_no_room, write_json_atomic
 from data_prep.records import check_pairs
-from mrfnet.infer.run_folder import (
+from mrfnet.runtime.caffe_env import CaffeError, import_caffe
+from mrfnet.runtime.errors import InvalidValue, MissingInput
+from mrfnet.runtime.run_files import (
     BEST_MODEL,
     BEST_RECORD,
     CAFFE_LOG,
@@ -28,8 +30,6 @@ from mrfnet.infer.run_folder import (
     iteration_of,
     snapshot_files,
 )
-from mrfnet.runtime.caffe_env import CaffeError, import_caffe
-from mrfnet.runtime.errors import InvalidValue, MissingInput
 from mrfnet.train.loss_schedule import loss_schedule
 from mrfnet.train.options import TrainOptions, load_options
 from mrfnet.train.progress import recorded_rows

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from mrfnet.infer.memory import memory_estimate
-from mrfnet.infer.run_folder import DEPLOY
 from mrfnet.infer.weights import read_prototxt
 from mrfnet.runtime.caffe_env import import_caffe, run_isolated
 from mrfnet.runtime.errors import InvalidValue
+from mrfnet.runtime.run_files import DEPLOY
 from netgen import build_deploy
 
 log = logging.getLogger(__name__)

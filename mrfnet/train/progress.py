@@ -12,7 +12,7 @@ from typing import Any
 from tqdm import tqdm
 
 from data_prep.atomic import reporting_no_room, write_atomic, write_json_atomic
-from mrfnet.infer.run_folder import BEST_MODEL, BEST_RECORD, PROGRESS, SNAPSHOT_DIR
+from mrfnet.runtime.run_files import BEST_MODEL, BEST_RECORD, PROGRESS, SNAPSHOT_DIR
 from mrfnet.train.validation import COLUMNS as VAL_COLUMNS
 
 log = logging.getLogger(__name__)

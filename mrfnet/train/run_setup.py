@@ -16,13 +16,13 @@ from pathlib import Path
 
 from data_prep.atomic import write_json_atomic
 from data_prep.records import check_pairs, smallest_side
-from mrfnet.infer.run_folder import DEPLOY, OPTIONS, SNAPSHOT_DIR, SOLVER, TRAIN_VAL
 from mrfnet.infer.weights import check_weights, inspect_deploy
 from mrfnet.runtime.caffe_env import CaffeError, run_isolated
 from mrfnet.runtime.device import probe_gpu
 from mrfnet.runtime.doctor import probe_caffe
 from mrfnet.runtime.errors import InvalidValue, MissingInput, OutputExists
 from mrfnet.runtime.folder_lock import hold, release
+from mrfnet.runtime.run_files import DEPLOY, OPTIONS, SNAPSHOT_DIR, SOLVER, TRAIN_VAL
 from mrfnet.train.footprint import check_batch
 from mrfnet.train.loss_schedule import loss_schedule
 from mrfnet.train.options import TrainOptions

@@ -10,8 +10,8 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from data_prep.atomic import FREE_SPACE_MARGIN, format_bytes, free_bytes
-from mrfnet.infer.run_folder import DEPLOY, SNAPSHOT_DIR, iteration_of, snapshot_files
 from mrfnet.infer.weights import check_weights, inspect_deploy, nonfinite_values, read_caffemodel
+from mrfnet.runtime.run_files import DEPLOY, SNAPSHOT_DIR, iteration_of, snapshot_files
 
 log = logging.getLogger(__name__)
 

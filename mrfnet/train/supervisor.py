@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.atomic import DiskFull, format_bytes, free_bytes
-from mrfnet.infer.run_folder import SNAPSHOT_DIR, latest_caffemodel
+from mrfnet.infer.model_source import latest_caffemodel
 from mrfnet.runtime.caffe_env import CaffeError, child_environment, glog_failure
+from mrfnet.runtime.run_files import SNAPSHOT_DIR
 from mrfnet.train.hooks import STOP_SIGNALS
 from mrfnet.train.progress import ProgressLog
 from mrfnet.train.ranks import AgentProcess

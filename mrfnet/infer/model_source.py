@@ -1,27 +1,19 @@
-"""A training run folder's layout, read and written in one place: its deploy net, snapshots and best weights."""
+"""Which weights and deploy net a score, deblur or export uses: a run folder (its snapshots and deploy net) or a
+caffemodel (with --deploy, or a deploy net netgen generates for its variant)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from mrfnet.infer.weights import nonfinite_values, read_caffemodel
 from mrfnet.runtime.errors import InvalidValue, MissingInput
+from mrfnet.runtime.run_files import DEPLOY, OPTIONS, SNAPSHOT_DIR, iteration_of, run_snapshots, snapshot_files
 from netgen import VARIANTS, build_deploy
 
 log = logging.getLogger(__name__)
-
-SNAPSHOT_DIR = "snapshots"  # <prefix>_iter_<N>.caffemodel / .solverstate pairs, and BEST_MODEL
-BEST_MODEL = "best.caffemodel"  # in SNAPSHOT_DIR: the weights of the best val_psnr so far
-BEST_RECORD = "best.json"  # in the run folder: the iteration and scores of those weights
-OPTIONS = "options.json"  # the TrainOptions the run was made with
-TRAIN_VAL, DEPLOY, SOLVER = "train_val.prototxt", "deploy.prototxt", "solver.prototxt"  # paths relative to the folder
-CAFFE_LOG = "caffe.log"  # the solver children's glog output
-PROGRESS = "progress.csv"  # one row per iteration: losses, learning rate, validation scores
-SNAPSHOT = re.compile(r"_iter_(\d+)\.(?:caffemodel|solverstate)$")
 
 
 @dataclass
@@ -32,29 +24,6 @@ class ModelSource:
     snapshots: list[tuple[int | None, Path]]  # (iteration, caffemodel), in iteration order
     variant: str | None = None
     run_dir: Path | None = None
-
-
-def iteration_of(path: Path) -> int | None:
-    """The iteration in a snapshot's name (``<prefix>_iter_<N>.caffemodel`` or ``.solverstate``), else None."""
-    match = SNAPSHOT.search(path.name)
-    return int(match.group(1)) if match else None
-
-
-def _snapshots_in(folder: Path, suffix: str) -> list[tuple[int, Path]]:
-    """(iteration, file) of the snapshot files with ``suffix`` in ``folder``, oldest first (by number, not name)."""
-    found = ((iteration_of(path), path) for path in folder.glob(f"*_iter_*{suffix}")) if folder.is_dir() else ()
-    return sorted(((it, path) for it, path in found if it is not None), key=lambda pair: pair[0])
-
-
-def snapshot_files(run_dir: Path, suffix: str) -> list[Path]:
-    """The run's snapshot files with ``suffix`` (.caffemodel, .solverstate), newest first."""
-    return [path for _, path in reversed(_snapshots_in(run_dir / SNAPSHOT_DIR, suffix))]
-
-
-def run_snapshots(run_dir: Path) -> list[tuple[int, Path]]:
-    """Every ``*_iter_N.caffemodel`` of a run (in snapshots/ or the folder itself), by iteration number."""
-    found = _snapshots_in(run_dir / SNAPSHOT_DIR, ".caffemodel") + _snapshots_in(run_dir, ".caffemodel")
-    return sorted(found, key=lambda pair: pair[0])
 
 
 def latest_caffemodel(run_dir: Path, *, finite_only: bool = False) -> Path | None:
