@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from data_prep.atomic import write_text_atomic
 from mrfnet.evaluate.tables import PICKS, make_table
 
 
@@ -14,8 +15,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         md, csv_path = args.out.with_suffix(".md"), args.out.with_suffix(".csv")
-        md.write_text(table.markdown())
-        csv_path.write_text(table.csv())
+        write_text_atomic(md, table.markdown())
+        write_text_atomic(csv_path, table.csv())
         print(f"written to {md} and {csv_path}")
     return 0
 

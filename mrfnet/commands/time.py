@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from data_prep.atomic import write_json_atomic, write_text_atomic
 from mrfnet.analyze.timing import DEFAULT_MEMORY_BATCHES, DEFAULT_MEMORY_SIDE, time_variants
 from mrfnet.commands.options import add_variants_argument, check_writable
 from mrfnet.export.engines import ENGINES
@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     print(markdown)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "timing.md").write_text(markdown)
-        (args.out / "timing.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        write_text_atomic(args.out / "timing.md", markdown)
+        write_json_atomic(args.out / "timing.json", report.to_json())
         print(f"written to {args.out / 'timing.md'} and timing.json")
     return 0
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.atomic import atomic_output, write_text_atomic
+from data_prep.atomic import atomic_output, write_json_atomic, write_text_atomic
 from data_prep.images import write_png
 from mrfnet.evaluate import montage as montage_module
 from mrfnet.evaluate.metrics import MetricOptions, psnr, ssim
@@ -277,7 +277,7 @@ def _score(source: ModelSource, test_set: TestSet, *, kind: str, out_dir: str | 
                          engine=scorer.engine)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / SUMMARY, json.dumps(report.to_json(), indent=2) + "\n")
+        write_json_atomic(out / SUMMARY, report.to_json())
         if kind == "run":
             write_iteration_csv(report, out / "score.csv")
             plot_iterations(report, out / "score.png")

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from data_prep.atomic import write_text_atomic
+from data_prep.atomic import write_json_atomic
 from data_prep.build import build_dataset
 from data_prep.options import BuildOptions
 from data_prep.sources import EMBEDDED
@@ -287,7 +287,7 @@ def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, com
         "montages": montages, "seconds": stages.seconds,
         "metric": "skimage SSIM (Gaussian, sigma 1.5), PSNR on RGB 0..255, no border crop",
     }
-    write_text_atomic(report_dir / RESULTS, json.dumps(results, indent=2) + "\n")
+    write_json_atomic(report_dir / RESULTS, results)
     write_report(report_dir)
     for line in summary_lines(report_dir):
         log.info("%s", line)

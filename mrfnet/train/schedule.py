@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from data_prep.atomic import write_text_atomic
 from mrfnet.runtime.caffe_env import import_caffe
 from mrfnet.runtime.errors import InvalidValue
 
@@ -114,5 +115,5 @@ def header(schedule: Schedule) -> str:
 
 def write_solver(path: Path, schedule: Schedule, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header(schedule) + str(solver_parameter(schedule, **kwargs)))
+    write_text_atomic(path, header(schedule) + str(solver_parameter(schedule, **kwargs)))
     return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +89,9 @@ class Validator:
 
 
 def save_best(net: Any, path: Path) -> None:
-    """Write ``net``'s weights to ``path`` atomically (a kill mid-write leaves the previous best intact)."""
-    partial = path.with_name(path.name + ".partial")
-    net.save(str(partial))
-    os.replace(partial, path)
+    """Write ``net``'s weights to ``path``: whole or not at all, as Caffe now writes every binary proto (patch
+    0006: ``<path>.partial``, fsync, rename), so a kill mid-write leaves the previous best intact."""
+    net.save(str(path))
 
 
 def check_val_every(val_every: int | None, val_lmdb: Path, val_limit: int | None = None) -> None:
