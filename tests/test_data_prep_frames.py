@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,12 +21,19 @@ from image_files import write_image
 
 from data_prep.build import SUMMARY
 from data_prep.errors import DataError
-from data_prep.frames import FrameSettings, Window, average_frames, window_starts
+from data_prep.frames import (
+    FrameSettings,
+    Window,
+    average_frames,
+    check_flow_size,
+    motion_stats,
+    window_starts,
+)
 from data_prep.lmdb_writer import META_INFO
 from data_prep.options import BuildOptions
 from data_prep.records import iter_pairs
-from data_prep.sources import frame_items, video_items
-from data_prep.videos import check_frame_times, scan_video
+from data_prep.sources import EMBEDDED_VIDEO, embedded_path, frame_items, video_items
+from data_prep.videos import check_frame_times, find_cuts, scan_video
 from mrfnet import cli
 
 HEIGHT, WIDTH = 48, 192
@@ -97,7 +105,7 @@ def longest_run(values: np.ndarray, within: int = 2) -> int:
 @pytest.mark.parametrize(("count", "speed"), [(7, 2), (5, 4), (9, 3), (13, 1)])
 @pytest.mark.parametrize("gamma", [1.0, 2.2])
 def test_averaging_n_frames_blurs_an_edge_over_about_n_times_v_pixels(count, speed, gamma):
-    blurred, averaged = average_frames([square_frame(i, speed) for i in range(count)], gamma)
+    blurred, averaged, _ = average_frames([square_frame(i, speed) for i in range(count)], gamma)
     assert averaged == count
     ramp = leading_edge(blurred[ROW, :, 1])
     # N positions of the edge, v apart: a staircase of N-1 steps between dark and bright, (N-1)*v pixels
@@ -109,9 +117,9 @@ def test_averaging_n_frames_blurs_an_edge_over_about_n_times_v_pixels(count, spe
 def test_gamma_one_is_the_plain_mean_and_2_2_averages_in_linear_light():
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (16, 20, 3), dtype=np.uint8) for _ in range(5)]
-    plain, _ = average_frames(frames, 1.0)
+    plain, _, _ = average_frames(frames, 1.0)
     np.testing.assert_array_equal(plain, np.rint(np.mean(np.stack(frames).astype(np.float64), axis=0)))
-    linear, _ = average_frames(frames, 2.2)
+    linear, _, _ = average_frames(frames, 2.2)
     expected = np.mean((np.stack(frames) / 255.0) ** 2.2, axis=0) ** (1 / 2.2) * 255
     assert np.abs(linear.astype(float) - expected).max() <= 0.5 + 1e-3
     assert linear.astype(float).mean() > plain.astype(float).mean()  # power means: gamma 2.2 lifts the average
@@ -120,8 +128,8 @@ def test_gamma_one_is_the_plain_mean_and_2_2_averages_in_linear_light():
 def test_interpolating_one_frame_averages_2n_minus_1_and_closes_the_ghost_gaps_of_a_fast_edge():
     count, speed = 5, 8  # 8 px per frame: plain averaging leaves N-1 separate 8-px steps (copies of the edge)
     frames = [square_frame(i, speed) for i in range(count)]
-    plain, plain_count = average_frames(frames, 1.0)
-    smooth, smooth_count = average_frames(frames, 1.0, interpolate=1)
+    plain, plain_count, _ = average_frames(frames, 1.0)
+    smooth, smooth_count, _ = average_frames(frames, 1.0, interpolate=1)
     assert (plain_count, smooth_count) == (count, 2 * count - 1)
     plain_ramp, smooth_ramp = leading_edge(plain[ROW, :, 1]), leading_edge(smooth[ROW, :, 1], tolerance=3)
     # plain: 4 flat steps, each as wide as the motion of one frame, jumps of (220-30)/5 = 38 between them
@@ -176,7 +184,7 @@ def test_frames_sort_naturally_and_the_sharp_image_is_the_middle_frame(tmp_path)
     item = next(item for item in frame_items(tmp_path, FrameSettings(11), val_fraction=0.0, test_fraction=0.5)
                 if item.frames.sequence.name == "a")
     assert item.frames.files[-2:] == ("frame9.png", "frame10.png")
-    blurred, sharp, notes = item.frames.read()
+    blurred, sharp, notes, _ = item.frames.read()
     np.testing.assert_array_equal(sharp, square_frame(5, 3))
     np.testing.assert_array_equal(blurred, average_frames([square_frame(i, 3) for i in range(11)], 2.2)[0])
     assert notes == []
@@ -233,7 +241,7 @@ def test_video_source_averages_the_decoded_frames_and_splits_by_video(tmp_path):
     frames = decoded(paths[0])
     for item in items[:3]:  # frames 0-4, 5-9, 10-14 of clip0, read by seeking
         assert item.name == f"clip0_f{item.frames.sharp_index:06d}"
-        blurred, sharp, _ = item.frames.read()
+        blurred, sharp, _, _ = item.frames.read()
         window = frames[item.frames.start:item.frames.start + 5]
         np.testing.assert_array_equal(sharp, window[2])
         np.testing.assert_array_equal(blurred, average_frames(window, 1.0)[0])
@@ -248,7 +256,7 @@ def test_a_missed_seek_falls_back_to_reading_from_the_start(tmp_path, caplog):
     window = Window(settings, 6, info.height, info.width, video=path, fps=info.fps,
                     start_ms=info.times_ms[6] + 200)  # not where OpenCV's seek lands: it must read from frame 0
     with caplog.at_level(logging.DEBUG, logger="data_prep.frames"):
-        blurred, sharp, _ = window.read()
+        blurred, sharp, _, _ = window.read()
     assert "seeking to frame 6 missed" in caplog.text
     frames = decoded(path)
     np.testing.assert_array_equal(sharp, frames[8])
@@ -366,12 +374,12 @@ def test_data_prep_frames_end_to_end_records_name_frames_n_gamma_and_k(tmp_path)
     for key, blur, sharp in iter_pairs(out / "test_lmdb"):
         frames = test_metas[key]["frames"]
         np.testing.assert_array_equal(sharp, square_frame(frames["sharp_frame"], 4))
-        expected, _ = average_frames([square_frame(i, 4) for i in frames["frames"]], 1.0, interpolate=1)
+        expected, _, _ = average_frames([square_frame(i, 4) for i in frames["frames"]], 1.0, interpolate=1)
         np.testing.assert_array_equal(blur, expected)
 
 
 def test_frame_options_are_refused_for_other_sources_and_nothing_is_written_on_bad_input(tmp_path, caplog):
-    with pytest.raises(DataError, match="are for the frame sources \\(frames, video\\), not embedded"):
+    with pytest.raises(DataError, match="are for the frame sources \\(frames, video, embedded-video\\), not embedded"):
         BuildOptions(average=5).resolved()
     make_tree(tmp_path / "root", {"a": 5, "b": 5, "c": 5})
     broken = tmp_path / "root" / "b" / "frame4.png"
@@ -409,3 +417,81 @@ def test_data_prep_video_end_to_end_in_worker_processes(tmp_path):
         sharp_frame = metas[key]["frames"]["sharp_frame"]
         np.testing.assert_array_equal(sharp, frames[sharp_frame])
         np.testing.assert_array_equal(blur, average_frames(frames[sharp_frame - 2:sharp_frame + 3], 2.2)[0])
+
+
+# --- shot cuts, measured motion, the bundled clip -------------------------------------------------------------------
+
+def test_a_cut_is_one_frame_changing_far_more_than_its_neighbours_and_a_pan_is_none():
+    assert find_cuts([2.0] * 10 + [60.0] + [3.0] * 5) == (11,)
+    assert find_cuts([60.0] + [2.0] * 6) == (1,)
+    assert find_cuts([25.0] * 12) == ()  # a fast pan changes every frame a lot
+    assert find_cuts([25.0, 26.0, 24.0, 55.0, 25.0, 27.0, 24.0]) == ()  # 2.2x its neighbours: under CUT_RATIO
+    assert find_cuts([0.2] * 5 + [20.0] + [0.2] * 5) == ()  # a change under CUT_MIN_CHANGE: a flash, not a cut
+
+
+def test_windows_restart_at_each_shot_and_never_span_a_cut():
+    settings = FrameSettings(3, step=3).checked()
+    assert window_starts(20, settings, cuts=(7,)) == [0, 3, 7, 10, 13, 16]
+    assert window_starts(20, settings) == [0, 3, 6, 9, 12, 15]
+    assert window_starts(8, settings, cuts=(1, 2, 7)) == [2]  # shots of 1 and 5 frames, then one of 1
+
+
+def test_a_video_with_a_shot_cut_gives_no_pair_across_it(tmp_path):
+    path = write_video(tmp_path / "clips" / "clip", 20, speed=2)
+    frames = decoded(path)
+    capture_size = frames[0].shape[1], frames[0].shape[0]
+    for fourcc, suffix in VIDEO_CODECS:  # the same clip with its second half replaced by another scene
+        cut = tmp_path / "cut" / f"clip{suffix}"
+        cut.parent.mkdir(exist_ok=True)
+        writer = cv2.VideoWriter(str(cut), cv2.VideoWriter_fourcc(*fourcc), 30.0, capture_size)
+        if writer.isOpened():
+            break
+    for i in range(20):
+        writer.write(square_frame(i, 2) if i < 12 else 255 - square_frame(i, 2))
+    writer.release()
+    assert scan_video(cut).cuts == (12,)
+    items = video_items(cut.parent, FrameSettings(5, step=2), val_fraction=0, test_fraction=0, only=cut.name)
+    spans = [item.frames.indices for item in items]
+    assert spans and all(max(span) < 12 or min(span) >= 12 for span in spans)
+    assert [span[0] for span in spans] == [0, 2, 4, 6, 12, 14]
+
+
+def test_each_window_states_its_measured_motion_and_blur_length():
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (96, 400, 3), dtype=np.uint8), (0, 0), 2)
+    for speed in (2, 4):
+        pan = [np.ascontiguousarray(texture[:, 40 + i * speed:40 + i * speed + 256]) for i in range(5)]
+        averaged = average_frames(pan, 1.0)
+        assert averaged.motion_px == pytest.approx(speed, rel=0.2)
+    window = Window(FrameSettings(5).checked(), 0, 96, 256, video=Path("clip.mp4"), fps=30.0)
+    meta = window.meta(averaged.motion_px)
+    assert meta["blur_px"] == pytest.approx(4 * meta["motion_px"], abs=0.01)
+    assert motion_stats([1.0, 2.0, 3.0, None, float("nan")], 5)["blur_px"]["mean"] == 8.0
+
+
+def test_frames_too_small_for_optical_flow_are_never_given_to_it(tmp_path):
+    """OpenCV's DIS flow crashes the process on some frames under 32 pixels a side (12x48 with every preset)."""
+    tiny = [np.full((12, 48, 3), 10 * i, np.uint8) for i in range(3)]
+    assert np.isnan(average_frames(tiny, 1.0).motion_px)  # measured nowhere, and no crash
+    with pytest.raises(DataError, match="at least 32 pixels a side .* is 48x12"):
+        check_flow_size(12, 48, tmp_path / "clip.mp4")
+    make_tree(tmp_path / "root", {"a": 5, "b": 5}, height=24, width=96, x0=4, side=20)
+    with pytest.raises(DataError, match="--interpolate needs frames of at least 32 pixels"):
+        frame_items(tmp_path / "root", FrameSettings(3, interpolate=1), val_fraction=0, test_fraction=0.5)
+
+
+def test_the_bundled_clip_is_test_data_only_with_its_motion_in_the_summary(tmp_path):
+    from mrfnet.reproduce.job import CLIP_FPS
+
+    clip = embedded_path(*EMBEDDED_VIDEO)
+    info = scan_video(clip)
+    assert (info.fps, info.width, info.height) == (CLIP_FPS, 640, 272)  # what the report says of it
+    assert info.cuts == (30, 76, 137, 187, 242)  # measured: see data_prep.videos's CUT_* constants
+    out = tmp_path / "real"
+    assert cli.main(["data-prep", "--source", "embedded-video", "--out", str(out), "--average", "3", "--step", "40",
+                     "--interpolate", "1"]) == 0
+    summary = json.loads((out / SUMMARY).read_text())
+    assert set(summary["splits"]) == {"test"} and summary["splits"]["test"]["records"] == 10  # 6 shots, step 40
+    motion = summary["splits"]["test"]["motion"]
+    assert 0 < motion["motion_px"]["median"] < motion["motion_px"]["p90"]
+    assert sorted(path.name for path in out.iterdir()) == ["summary.json", "test_lmdb"]
