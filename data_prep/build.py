@@ -54,18 +54,13 @@ from data_prep.lmdb_writer import (
     record_footprint,
     replace_dir,
 )
-from data_prep.options import BuildOptions
+from data_prep.options import AUTO_WORKERS_MIN_PIXELS, BuildOptions
 from data_prep.patches import crop, patch_origins
 from data_prep.records import encode_pair, encoded_pair_bytes
 from data_prep.sources import SPLITS, Item, get_source, load_items
 
 log = logging.getLogger(__name__)
 
-# With --workers left out, worker processes start only for jobs of at least this many source pixels:
-# each costs about a second to start (it imports Caffe and OpenCV), and OpenCV already spreads the
-# blur of one image over the cores, so a small job (the embedded set: 1.3 megapixels) runs faster
-# in-process.
-AUTO_WORKERS_MIN_PIXELS = 50_000_000
 SUMMARY = "summary.json"
 Record = tuple[str, bytes, dict[str, Any]]
 

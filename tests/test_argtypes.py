@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
+from data_prep.option_fields import fraction, non_negative_int, positive_float, positive_int
 from mrfnet.cli import build_parser
-from mrfnet.runtime.values import fraction, non_negative_int, positive_float, positive_int
 
 REFUSED = [
     ["train", "--run-dir", "RUN", "--iterations", "0"],

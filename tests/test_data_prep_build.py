@@ -13,10 +13,10 @@ from image_files import make_folder_pairs, make_gopro, random_image, write_image
 
 import data_prep.lmdb_writer
 from data_prep.blur import apply_blur, apply_blur_patch, augment
-from data_prep.build import AUTO_WORKERS_MIN_PIXELS, SUMMARY, build_dataset, plan, worker_count
+from data_prep.build import SUMMARY, build_dataset, plan, worker_count
 from data_prep.images import ImageError, read_image
 from data_prep.lmdb_writer import META_INFO, partial_path
-from data_prep.options import BuildOptions
+from data_prep.options import AUTO_WORKERS_MIN_PIXELS, BuildOptions
 from data_prep.records import count_records, iter_pairs
 from data_prep.sources import EMBEDDED, Item
 from mrfnet.cli import main

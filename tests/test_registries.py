@@ -126,7 +126,7 @@ def test_a_registered_loss_is_built_and_offered_by_train():
         register_loss(ScaleLoss("native", "Scratch", LOSSES["native"].add, normalised=False))
     with pytest.raises(ValueError, match="unknown loss 'l1'; choose one of python, native"):
         get_loss("l1")
-    assert TrainOptions.__dataclass_fields__["loss"].metadata["choices"] == tuple(LOSSES)
+    assert tuple(TrainOptions.__dataclass_fields__["loss"].metadata["choices"]) == tuple(LOSSES)
     for name, loss in LOSSES.items():
         net = build_train_val("lwrefinenet", batch_size=1, crop_size=16, loss=name)
         makers = {top: layer.type for layer in net.layer for top in layer.top if top in SCALE_LOSS_TOPS}

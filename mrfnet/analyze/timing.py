@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 DEFAULT_SIZES = ((256, 256), (720, 1280))  # (height, width)
 
 
+DEFAULT_REPEATS, DEFAULT_WARMUP = 3, 1  # timed passes per size, after untimed ones
+
+
 DEFAULT_MEMORY_BATCHES = (1, 8, 16)
 
 
@@ -204,8 +207,9 @@ def _time_tiled(variant: str, height: int, width: int, whole: dict[str, Any], fo
     return {**tiled, "estimate": whole["estimate"], "skipped": reason}
 
 
-def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES, repeats: int = 3,
-                  warmup: int = 1, memory_batches: Sequence[int] = DEFAULT_MEMORY_BATCHES,
+def time_variants(variants: Sequence[str], *, sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
+                  repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP,
+                  memory_batches: Sequence[int] = DEFAULT_MEMORY_BATCHES,
                   memory_side: int = DEFAULT_MEMORY_SIDE, max_memory_gb: float | None = None,
                   tile_memory_gb: float | None = None, overlap: int = DEFAULT_OVERLAP,
                   caffe_time: bool = True, gpu: int | None = None, run_training: bool = True,

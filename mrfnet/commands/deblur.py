@@ -9,11 +9,12 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from mrfnet.commands.options import add_inference_arguments, parse_tile
 from mrfnet.export.engines import choose_engine, open_engine, resolve_source
+from mrfnet.export.options import DeblurOptions
 from mrfnet.infer.deblur import deblur_paths, plan_outputs
 from mrfnet.reproduce.job import main_job_model
 from mrfnet.runtime.errors import MissingInput
+from mrfnet.runtime.options import add_arguments, resolve
 from mrfnet.runtime.run_files import SNAPSHOT_DIR
 
 log = logging.getLogger(__name__)
@@ -52,18 +53,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def deblur(args: argparse.Namespace) -> int:
+    options = resolve(DeblurOptions, args)
     plan = plan_outputs(args.input, args.output)
-    model_path = args.model if args.model is not None else default_model()
+    model_path = options.model if options.model is not None else default_model()
     with tempfile.TemporaryDirectory(prefix="mrfnet-deblur-") as tmp:
-        source = resolve_source(model_path, deploy=args.deploy, variant=args.variant, work_dir=Path(tmp),
+        source = resolve_source(model_path, deploy=options.deploy, variant=options.variant, work_dir=Path(tmp),
                                 last_only=True)
-        engine = choose_engine(args.engine, source, gpu=args.gpu)
+        engine = choose_engine(options.engine, source, gpu=options.gpu)
         iteration, weights = source.snapshots[-1]
         log.info("model %s%s, deploy %s, engine %s", weights,
                  f" (iteration {iteration})" if iteration is not None else "", source.deploy, engine)
-        model = open_engine(engine, source, weights, gpu=args.gpu)
-        written, failed = deblur_paths(model, plan, tile=parse_tile(args.tile), overlap=args.overlap,
-                                       max_memory_gb=args.max_memory_gb)
+        model = open_engine(engine, source, weights, gpu=options.gpu)
+        written, failed = deblur_paths(model, plan, tile=options.tile, overlap=options.overlap,
+                                       max_memory_gb=options.max_memory_gb)
     print(f"{len(written)} of {len(plan)} image(s) written" + (f" to {written[0]}" if len(plan) == 1 else
                                                                f" under {Path(args.output)}"))
     if failed:
@@ -78,9 +80,5 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", metavar="IN", type=Path, help="an image or a folder of images")
     parser.add_argument("output", metavar="OUT", type=Path, help="output .png, or a folder")
-    parser.add_argument("--model", help="a run folder (its latest snapshot), a .caffemodel, or an .onnx file from "
-                        "`mrfnet export` (default: the main job's MRFNet, from `mrfnet reproduce`)")
-    parser.add_argument("--deploy", type=Path, help="deploy prototxt (default: the run's, or generated for --variant)")
-    parser.add_argument("--variant", help="variant whose deploy net netgen generates, for a bare caffemodel")
-    add_inference_arguments(parser)
+    add_arguments(parser, DeblurOptions)
     parser.set_defaults(run=run)

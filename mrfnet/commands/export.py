@@ -14,12 +14,12 @@ from pathlib import Path
 
 from mrfnet.commands.options import check_writable
 from mrfnet.export.exporter import export_model, save_onnx, verify
-from mrfnet.export.onnx_graph import DEFAULT_OPSET
-from mrfnet.export.quantize import DEFAULT_CALIBRATION_PATCHES, calibration_patches, quantize_int8
+from mrfnet.export.options import ExportOptions
+from mrfnet.export.quantize import calibration_patches, quantize_int8
 from mrfnet.infer.model import Model
 from mrfnet.infer.model_source import resolve_model
 from mrfnet.runtime.errors import InvalidValue
-from mrfnet.runtime.values import positive_int
+from mrfnet.runtime.options import add_arguments, resolve
 
 log = logging.getLogger(__name__)
 
@@ -34,25 +34,26 @@ def check_out(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_out(args.out)
-    if args.calibrate is not None and not args.int8:
+    options = resolve(ExportOptions, args)
+    check_out(options.out)
+    if options.calibrate is not None and not options.int8:
         raise InvalidValue("--calibrate is the INT8 calibration set: give it with --int8")
-    if args.int8 and args.calibrate is None:
+    if options.int8 and options.calibrate is None:
         raise InvalidValue("--int8 needs --calibrate VAL_LMDB (validation patches that set the activation ranges)")
-    patches = calibration_patches(args.calibrate, args.calibration_patches) if args.int8 else None
+    patches = calibration_patches(options.calibrate, options.calibration_patches) if options.int8 else None
     with tempfile.TemporaryDirectory(prefix="mrfnet-export-") as tmp:
-        source = resolve_model(args.model, deploy=args.deploy, variant=args.variant, work_dir=Path(tmp),
+        source = resolve_model(args.model, deploy=options.deploy, variant=options.variant, work_dir=Path(tmp),
                                last_only=True)
         iteration, weights = source.snapshots[-1]
         model = Model(source.deploy, weights)
-        exported = export_model(model, variant=source.variant, opset=args.opset, for_int8=args.int8)
+        exported = export_model(model, variant=source.variant, opset=options.opset, for_int8=options.int8)
     difference = verify(model, exported)
     if patches is not None:
         exported = quantize_int8(exported, patches)
         int8_difference = verify(model, exported, tolerance=None)
-    save_onnx(exported, args.out)
+    save_onnx(exported, options.out)
     print(f"{weights}" + (f" (iteration {iteration})" if iteration is not None else "")
-          + f" -> {args.out} (opset {args.opset}, {args.out.stat().st_size / 2**20:.1f} MB); "
+          + f" -> {options.out} (opset {options.opset}, {options.out.stat().st_size / 2**20:.1f} MB); "
           + f"max |ONNX Runtime - Caffe| on a random input: {difference:.1e}"
           + (f" float, {int8_difference:.3f} INT8" if patches is not None else ""))
     return 0
@@ -62,15 +63,5 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help="export a trained model to ONNX (optionally INT8-quantised)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", metavar="MODEL", help="a run folder (its latest snapshot) or a .caffemodel")
-    parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-    parser.add_argument("--deploy", type=Path, help="deploy prototxt (default: the run's, or generated for --variant)")
-    parser.add_argument("--variant", help="variant whose deploy net netgen generates, for a bare caffemodel")
-    parser.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET,
-                        help="ONNX opset to write, 18 or later (default: %(default)s)")
-    quant = parser.add_argument_group("INT8 quantisation (ONNX Runtime static QDQ)")
-    quant.add_argument("--int8", action="store_true", help="quantise weights and activations to 8 bits")
-    quant.add_argument("--calibrate", type=Path, metavar="VAL_LMDB",
-                       help="data_prep LMDB of validation patches whose ranges calibrate the activations")
-    quant.add_argument("--calibration-patches", type=positive_int, default=DEFAULT_CALIBRATION_PATCHES,
-                       help="patches used, spread over the LMDB (default: %(default)s)")
+    add_arguments(parser, ExportOptions)
     parser.set_defaults(run=run)

@@ -6,9 +6,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from data_prep.option_fields import non_negative_int, positive_float, positive_int
 from data_prep.records import count_records
 from mrfnet.runtime.errors import InvalidValue
-from mrfnet.runtime.values import non_negative_int, positive_float, positive_int
 from mrfnet.train.schedule import DATASETS, Schedule, write_solver
 
 log = logging.getLogger(__name__)

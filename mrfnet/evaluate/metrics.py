@@ -15,9 +15,12 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from data_prep.option_fields import non_negative_int, option
 from mrfnet.runtime.errors import InvalidValue
 
 SSIM_VARIANTS = ("skimage", "gaussian2d", "matlab3d")
+# The argument group of the metric flags in --help (`mrfnet score`).
+METRICS = "metrics (defaults: skimage SSIM, RGB, no border crop, data range 255)"
 
 
 SIGMA = 1.5
@@ -31,12 +34,14 @@ K1, K2 = 0.01, 0.03
 
 @dataclass(frozen=True)
 class MetricOptions:
-    """How to score: SSIM variant, Y channel only (BT.601, MATLAB coefficients), border crop, data range."""
+    """How to score: SSIM variant, Y channel only (BT.601, MATLAB coefficients), border crop, data range; each
+    a flag of `mrfnet score` but the data range (images are uint8)."""
 
-    ssim: str = "skimage"
-    y_channel: bool = False
-    crop_border: int = 0
-    data_range: float = 255.0
+    ssim: str = option("skimage", "SSIM variant: skimage (Gaussian, Wang et al.), gaussian2d (BasicSR), matlab3d "
+                                  "(MATLAB ssim on RGB)", choices=SSIM_VARIANTS, group=METRICS)
+    y_channel: bool = option(False, "score the BT.601 Y channel only (default: RGB)", group=METRICS)
+    crop_border: int = option(0, "pixels cut from each side", parse=non_negative_int, group=METRICS)
+    data_range: float = option(255.0, "the images' value range", cli=False)
 
     def __post_init__(self) -> None:
         if self.ssim not in SSIM_VARIANTS:

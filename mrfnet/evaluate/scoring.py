@@ -20,13 +20,15 @@ from tqdm import tqdm
 
 from data_prep.atomic import atomic_output, write_json_atomic, write_text_atomic
 from data_prep.images import write_png
+from data_prep.option_fields import option, positive_int
 from mrfnet.evaluate import montage as montage_module
 from mrfnet.evaluate.metrics import MetricOptions, psnr, ssim
 from mrfnet.evaluate.testsets import TestSet
 from mrfnet.export.engines import choose_engine, open_engine
+from mrfnet.export.options import InferenceOptions
 from mrfnet.infer.model import resolve_tile
 from mrfnet.infer.model_source import ModelSource, resolve_model
-from mrfnet.infer.tiling import DEFAULT_MAX_MEMORY_GB, DEFAULT_OVERLAP, AutoTile, Tile
+from mrfnet.infer.tiling import AutoTile, Tile
 from mrfnet.infer.weights import WeightsMismatch
 from mrfnet.runtime.errors import InvalidValue, MissingInput
 from mrfnet.runtime.run_files import iteration_of
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 
 
 DEFAULT_MONTAGE_LIMIT = 16
+# Argument groups of `mrfnet score --help` that ScoreOptions' flags join.
+TEST_SET = "test set (an LMDB or two folders)"
+OUTPUT = "output"
 
 
 SUMMARY = "summary.json"
@@ -231,21 +236,20 @@ def write_image_csv(rows: Sequence[ImageScore], path: Path) -> None:
 
 
 @dataclass(frozen=True)
-class ScoreOptions:
-    """How a model is scored, beside what and where: the metrics, the tiling and its memory budget, what is
-    saved (outputs, montages), a limit on the images, and the device and engine. One object for
-    `mrfnet score`, the main job and the tests alike."""
+class ScoreOptions(InferenceOptions):
+    """How a model is scored, beside what and where: the tiling and its memory budget, the device and engine
+    (InferenceOptions), the metrics, what is saved (outputs, montages), a limit on the images and, of a run,
+    which snapshots. One object for `mrfnet score` (each field but the metrics, which are MetricOptions', is
+    one of its flags), the main job and the tests alike."""
 
     metrics: MetricOptions = field(default_factory=MetricOptions)
-    save_images: bool = False  # each output as PNG (a run: its last snapshot)
-    montage: bool = False  # blur | output | sharp montages and a contact sheet (a run: its last snapshot)
-    montage_limit: int = DEFAULT_MONTAGE_LIMIT
-    tile: int | str = "auto"
-    overlap: int = DEFAULT_OVERLAP
-    max_memory_gb: float = DEFAULT_MAX_MEMORY_GB
-    limit: int | None = None  # the first N images only
-    gpu: int | None = None
-    engine: str | None = None  # "caffe" or "onnxruntime" (default: the one that fits the model)
+    save_images: bool = option(False, "write each output as PNG (last snapshot)", group=OUTPUT)
+    montage: bool = option(False, "blur | output | sharp montages with a zoomed crop, and a contact sheet "
+                                  "(last snapshot)", group=OUTPUT)
+    montage_limit: int = option(DEFAULT_MONTAGE_LIMIT, "montage this many images, spread evenly over the test set",
+                                parse=positive_int, group=OUTPUT)
+    limit: int | None = option(None, "score only the first N images", parse=positive_int, group=TEST_SET)
+    last_only: bool = option(False, "score only the latest snapshot of a run", group=OUTPUT)
 
 
 def _score(source: ModelSource, test_set: TestSet, *, kind: str, out_dir: str | Path | None, label: str | None,
@@ -295,14 +299,16 @@ def score_model(deploy: str | Path, weights: str | Path, test_set: TestSet, *, o
 
 def score_run(run_dir: str | Path, test_set: TestSet, *, out_dir: str | Path | None = None,
               deploy: str | Path | None = None, variant: str | None = None, label: str | None = None,
-              last_only: bool = False, options: ScoreOptions | None = None) -> ScoreReport:
-    """Score every snapshot of a run folder in iteration order (``out_dir`` defaults to RUN/score)."""
+              options: ScoreOptions | None = None) -> ScoreReport:
+    """Score every snapshot of a run folder in iteration order, or its latest with ``options.last_only``
+    (``out_dir`` defaults to RUN/score)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MissingInput(f"run folder {run_dir} does not exist")
+    options = options or ScoreOptions()
     out = Path(out_dir) if out_dir is not None else run_dir / "score"
-    source = resolve_model(run_dir, deploy=deploy, variant=variant, work_dir=out, last_only=last_only)
-    return _score(source, test_set, kind="run", out_dir=out, label=label, options=options or ScoreOptions())
+    source = resolve_model(run_dir, deploy=deploy, variant=variant, work_dir=out, last_only=options.last_only)
+    return _score(source, test_set, kind="run", out_dir=out, label=label, options=options)
 
 
 def write_iteration_csv(report: ScoreReport, path: Path) -> None:

@@ -5,7 +5,8 @@ a ``--config`` file and ``KEY=VALUE`` overrides are all read through it.
     class TrainOptions:
         batch_size: int = option(16, "total batch", parse=positive_int)
 
-``add_arguments`` turns the fields into argparse flags (``--batch-size``) whose defaults are left out of
+(``option`` and the parsers: data_prep.option_fields, which BuildOptions shares.) ``add_arguments`` turns the
+fields of one or more such dataclasses into argparse flags (``--batch-size``) whose defaults are left out of
 the namespace, so ``resolve`` can tell what the user gave: each field's value is its default, then the
 config file's, then a ``KEY=VALUE`` override's, then the flag's. Unknown keys and values that do not
 parse are refused naming them.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,16 +25,6 @@ from mrfnet.runtime.errors import InvalidValue, MissingInput
 
 T = TypeVar("T")
 MISSING = dataclasses.MISSING
-
-
-def option(default: Any = MISSING, help: str = "", *, parse: Callable[[str], Any] | None = None,  # noqa: A002
-           choices: Iterable[str] | None = None, metavar: str | None = None, cli: bool = True) -> Any:
-    """A dataclass field described for the command line (``cli=False``: stored, never a flag or override)."""
-    metadata = {"help": help, "parse": parse, "choices": tuple(choices) if choices is not None else None,
-                "metavar": metavar, "cli": cli}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
 
 
 def flag_of(name: str) -> str:
@@ -52,20 +43,51 @@ def _default(field: dataclasses.Field) -> Any:
     return MISSING
 
 
-def add_arguments(parser: argparse.ArgumentParser | Any, cls: type, *, exclude: Iterable[str] = ()) -> None:
-    """A flag per command-line field of ``cls``; given flags only reach the namespace (see ``resolve``)."""
-    for field in _cli_fields(cls):
-        if field.name in exclude:
-            continue
-        meta, default = field.metadata, _default(field)
-        shown = "" if default is MISSING or default is None or default is False or default == [] \
-            else f" (default: {default})"
-        help_text = (meta["help"] + shown).replace("%", "%%")
-        if default is False:
-            parser.add_argument(flag_of(field.name), action="store_true", default=argparse.SUPPRESS, help=help_text)
-            continue
-        parser.add_argument(flag_of(field.name), type=meta["parse"], choices=meta["choices"], metavar=meta["metavar"],
-                            default=argparse.SUPPRESS, help=help_text)
+def _choices(field: dataclasses.Field) -> tuple[str, ...] | None:
+    """The field's choices as they are now (a registry's, its entries so far)."""
+    choices = field.metadata["choices"]
+    return None if choices is None else tuple(choices)
+
+
+def _help(field: dataclasses.Field) -> str:
+    """The field's help (a function's: as it reads now) with its default said once: where ``%(default)s`` puts
+    it, else appended, unless the help words its default itself (it says "default") or there is none worth
+    saying (None, off, empty)."""
+    help_text, default = field.metadata["help"], _default(field)
+    help_text = help_text() if callable(help_text) else help_text
+    if "%(default)s" in help_text:
+        help_text = help_text.replace("%(default)s", str(default))
+    elif not ("default" in help_text or default is MISSING or default is None or isinstance(default, bool)
+              or default == []):
+        help_text += f" (default: {default})"
+    return help_text.replace("%", "%%")
+
+
+def _add_flag(container: argparse.ArgumentParser | Any, field: dataclasses.Field) -> None:
+    """One field's flag: a switch for a boolean (``--no-X`` too where it is on by default), else a value."""
+    meta, default, flag = field.metadata, _default(field), flag_of(field.name)
+    if isinstance(default, bool):
+        action = argparse.BooleanOptionalAction if default else "store_true"
+        container.add_argument(flag, action=action, default=argparse.SUPPRESS, help=_help(field))
+        return
+    container.add_argument(flag, type=meta["parse"], choices=_choices(field), metavar=meta["metavar"],
+                           required=default is MISSING, default=argparse.SUPPRESS, help=_help(field))
+
+
+def add_arguments(parser: argparse.ArgumentParser | Any, *classes: type, exclude: Iterable[str] = (),
+                  groups: Sequence[str] = ()) -> None:
+    """A flag per command-line field of ``classes``; given flags only reach the namespace (see ``resolve``).
+
+    Fields without a group come first, then each argument group in the order of ``groups``, then the others
+    as they first appear; within a group the fields keep their order, class by class. So --help and the usage
+    line list a command's options as its dataclasses order them, even where a group mixes several.
+    """
+    chosen = [f for cls in classes for f in _cli_fields(cls) if f.name not in exclude]
+    used = [f.metadata.get("group") for f in chosen]
+    order = [title for title in dict.fromkeys([None, *groups, *used]) if title is None or title in used]
+    containers = {title: parser if title is None else parser.add_argument_group(title) for title in order}
+    for field in sorted(chosen, key=lambda f: order.index(f.metadata.get("group"))):
+        _add_flag(containers[field.metadata.get("group")], field)
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -95,7 +117,7 @@ def parse_override(cls: type, text: str) -> tuple[str, Any]:
 def _parse(field: dataclasses.Field, value: Any, where: str) -> Any:
     """A config or override value as its flag would give it (text parsed; JSON values checked the same way)."""
     meta = field.metadata
-    if _default(field) is False:
+    if isinstance(_default(field), bool):
         if isinstance(value, bool):
             return value
         if str(value).lower() in ("true", "1", "yes", "false", "0", "no"):
@@ -103,8 +125,9 @@ def _parse(field: dataclasses.Field, value: Any, where: str) -> Any:
         raise InvalidValue(f"{where}: expected true or false")
     if value is None:
         return None
-    if meta["choices"] is not None and str(value) not in meta["choices"]:
-        raise InvalidValue(f"{where}: choose one of {', '.join(meta['choices'])}")
+    choices = _choices(field)
+    if choices is not None and str(value) not in choices:
+        raise InvalidValue(f"{where}: choose one of {', '.join(choices)}")
     parse = meta["parse"]
     if parse is None:
         return value

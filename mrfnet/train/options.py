@@ -6,10 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_prep.option_fields import fraction, gpu_list, non_negative_int, option, positive_float, positive_int
 from mrfnet.runtime.errors import InvalidValue, MissingInput
-from mrfnet.runtime.options import option
 from mrfnet.runtime.run_files import OPTIONS
-from mrfnet.runtime.values import fraction, gpu_list, non_negative_int, positive_float, positive_int
 from mrfnet.train.loss_schedule import LOSS_SCHEDULES
 from mrfnet.train.schedule import HALVE_EVERY_EPOCHS
 from netgen.engine import PRECISIONS
