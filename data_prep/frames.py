@@ -2,10 +2,10 @@
 
 A :class:`Window` is one blurred/sharp pair to be: ``average`` (N, odd) consecutive frames of a sequence
 folder or a video, the middle one the sharp image. :meth:`Window.read` decodes them, optionally synthesises
-``interpolate`` (K) frames between each pair of neighbours with OpenCV's DIS optical flow, and averages the
-N + (N - 1) K frames in linear light (each frame ``(x / 255) ** gamma``, the mean raised to ``1 / gamma``;
-``gamma`` 1 is the plain mean). The sources (data_prep.sources: ``frames`` and ``video``) find sequences and
-videos and check them before any pixels are averaged: :func:`sequence_frames` and :func:`check_sequence`
+``interpolate`` (K) frames between each pair of neighbours with OpenCV's DIS optical flow (data_prep.flow),
+and averages the N + (N - 1) K frames in linear light (each frame ``(x / 255) ** gamma``, the mean raised to
+``1 / gamma``; ``gamma`` 1 is the plain mean). The sources (data_prep.sources: ``frames`` and ``video``) find
+sequences and videos and check them before any pixels are averaged: :func:`sequence_frames` and :func:`check_sequence`
 read only image headers; data_prep.videos.scan_video decodes a video once, counting its frames and
 reading their timestamps, so a truncated video, one whose frame size changes or one with a variable
 frame rate is refused before the build starts (docs/architecture.md, "Frame averaging").
@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from data_prep.errors import DataError, MissingData
+from data_prep.flow import FLOW_PRESET, MOTION_PRESET, interpolated, motion_between
 from data_prep.images import IMAGE_SUFFIXES, ImageError, image_size, read_image, warn_left_out
 from data_prep.videos import frame_size, open_video
 
@@ -35,14 +36,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_AVERAGE = 7  # GOPRO averaged 7 to 13 frames of 240 fps footage
 DEFAULT_GAMMA = 2.2  # GOPRO's inverse camera response, approximated by a gamma curve
-FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
-# The motion each record states (meta_info's motion_px): DIS flow's mean length between neighbouring frames,
-# measured on grey frames at MOTION_SCALE of their size with the fastest preset (a statistic, not a warp).
-MOTION_PRESET = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST
-MOTION_SCALE = 0.5
-# OpenCV's DIS flow (5.1) crashes the process on some frames under 32 pixels a side (24x96 and 31x124
-# segfault with the fast presets, 12x48 with every preset): it never sees a smaller image.
-MIN_FLOW_SIDE = 32
 
 
 @dataclass(frozen=True)
@@ -151,38 +144,6 @@ def from_linear(linear: np.ndarray, gamma: float) -> np.ndarray:
     return np.rint(values).astype(np.uint8)
 
 
-def _grey(frame: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-
-
-def interpolated(first: np.ndarray, second: np.ndarray, first_linear: np.ndarray, second_linear: np.ndarray,
-                 count: int, flow: cv2.DISOpticalFlow | None = None) -> Iterator[np.ndarray]:
-    """``count`` frames evenly spaced in time between two neighbours, in linear light.
-
-    DIS optical flow is computed both ways on the 8-bit grey frames; the frame at time t (0 < t < 1) is
-    ``(1 - t) * first(x + t * F_second->first(x)) + t * second(x + (1 - t) * F_first->second(x))``: each
-    neighbour warped towards t (backward warping, bilinear, borders replicated), weighted by how close it is.
-    Each flow is read at x in the other frame, the usual approximation for small, smooth motion; at occlusion
-    boundaries (what a moving object uncovers or covers) one of the two terms is wrong and leaves a
-    half-weight ghost.
-    """
-    flow = flow or cv2.DISOpticalFlow_create(FLOW_PRESET)
-    grey_first, grey_second = _grey(first), _grey(second)
-    forward = flow.calc(grey_first, grey_second, None)
-    backward = flow.calc(grey_second, grey_first, None)
-    height, width = grey_first.shape
-    grid = np.stack(np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)), axis=2)
-    for step in range(1, count + 1):
-        t = step / (count + 1)
-        from_first = grid + t * backward
-        from_second = grid + (1 - t) * forward
-        yield ((1 - t) * _warp(first_linear, from_first) + t * _warp(second_linear, from_second)).astype(np.float32)
-
-
-def _warp(image: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    return cv2.remap(image, positions[..., 0], positions[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
 class Averaged(NamedTuple):
     """What :func:`average_frames` made: the blurred image, how many frames it averages, and the mean motion
     between neighbouring frames (pixels per frame, :func:`motion_between`)."""
@@ -190,25 +151,6 @@ class Averaged(NamedTuple):
     image: np.ndarray
     count: int
     motion_px: float
-
-
-def check_flow_size(height: int, width: int, where: Path) -> None:
-    """DataError naming ``where`` for frames too small for --interpolate's optical flow (:data:`MIN_FLOW_SIDE`)."""
-    if min(height, width) < MIN_FLOW_SIDE:
-        raise DataError(f"--interpolate needs frames of at least {MIN_FLOW_SIDE} pixels a side (OpenCV's DIS optical "
-                        f"flow); {where} is {width}x{height}")
-
-
-def motion_between(first: np.ndarray, second: np.ndarray, flow: cv2.DISOpticalFlow) -> float:
-    """Mean optical-flow length from ``first`` to ``second`` (uint8 BGR), in full-size pixels; NaN for frames
-    too small to measure (:data:`MIN_FLOW_SIDE`)."""
-    side = min(first.shape[:2])
-    if side < MIN_FLOW_SIDE:
-        return math.nan
-    scale = MOTION_SCALE if side * MOTION_SCALE >= MIN_FLOW_SIDE else 1.0
-    small = [cv2.resize(_grey(frame), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-             for frame in (first, second)]
-    return float(np.linalg.norm(flow.calc(small[0], small[1], None), axis=2).mean() / scale)
 
 
 def average_frames(frames: Iterable[np.ndarray], gamma: float, interpolate: int = 0) -> Averaged:

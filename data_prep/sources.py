@@ -34,14 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.errors import DataError, MissingData
-from data_prep.frames import (
-    FrameSettings,
-    Window,
-    check_flow_size,
-    check_sequence,
-    find_sequences,
-    window_starts,
-)
+from data_prep.flow import check_flow_size
+from data_prep.frames import FrameSettings, Window, check_sequence, find_sequences, window_starts
 from data_prep.images import ImageError, find_images, image_size, item_name, match_pairs
 from data_prep.videos import find_videos, scan_video
 

