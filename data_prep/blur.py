@@ -74,20 +74,34 @@ def motion_kernel(length: int, angle: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def motion_lengths(max_length: int = MOTION_LENGTHS[-1]) -> tuple[int, ...]:
-    """The recipe's motion lengths up to ``max_length`` (the authors': 5..30 in steps of 5)."""
+def motion_lengths(max_length: int = MOTION_LENGTHS[-1], min_length: int = MOTION_LENGTHS[0]) -> tuple[int, ...]:
+    """The recipe's motion lengths in [``min_length``, ``max_length``] (the authors': 5..30 in steps of 5).
+
+    A minimum lets a test set hold one blur length only (``min_length == max_length``), so a model can be
+    scored per length; a range that selects none of the recipe's lengths is refused, not silently emptied.
+    """
     if not isinstance(max_length, int) or max_length < MOTION_LENGTHS[0]:
         raise DataError(f"the longest motion blur must be an integer of at least {MOTION_LENGTHS[0]} pixels "
                          f"(the recipe's shortest), got {max_length!r}")
-    return tuple(length for length in MOTION_LENGTHS if length <= max_length)
+    if not isinstance(min_length, int) or min_length < 1:
+        raise DataError(f"the shortest motion blur must be a positive integer, got {min_length!r}")
+    if min_length > max_length:
+        raise DataError(f"the shortest motion blur ({min_length} px) is longer than the longest ({max_length} px)")
+    lengths = tuple(length for length in MOTION_LENGTHS if min_length <= length <= max_length)
+    if not lengths:
+        raise DataError(f"no motion length of the recipe ({', '.join(map(str, MOTION_LENGTHS))} px) lies in "
+                         f"{min_length}..{max_length} px")
+    return lengths
 
 
-def sample_blur_params(rng: np.random.Generator, max_motion: int = MOTION_LENGTHS[-1]) -> Params:
-    """Draw one blur from the recipe's ranges (motion up to ``max_motion``); the noise is fixed by a recorded seed."""
+def sample_blur_params(rng: np.random.Generator, max_motion: int = MOTION_LENGTHS[-1],
+                       min_motion: int = MOTION_LENGTHS[0]) -> Params:
+    """Draw one blur from the recipe's ranges (motion ``min_motion``..``max_motion``); the noise is fixed by a
+    recorded seed. The defaults draw exactly as before the minimum existed, so default builds are unchanged."""
     return {
         "gaussian_ksize": int(rng.choice(GAUSSIAN_KSIZES)),
         "gaussian_sigma": float(rng.uniform(*GAUSSIAN_SIGMA_RANGE)),
-        "motion_length": int(rng.choice(motion_lengths(max_motion))),
+        "motion_length": int(rng.choice(motion_lengths(max_motion, min_motion))),
         "motion_angle": int(rng.choice(MOTION_ANGLES)),
         "noise_sigma": float(rng.uniform(*NOISE_SIGMA_RANGE)),
         "noise_seed": int(rng.integers(2**31)),
@@ -128,10 +142,10 @@ def apply_blur_patch(sharp: np.ndarray, y: int, x: int, size: int, params: Param
     return np.ascontiguousarray(apply_blur(region, params)[margin:margin + size, margin:margin + size])
 
 
-def synthesize_blur(sharp: np.ndarray, rng: np.random.Generator,
-                    max_motion: int = MOTION_LENGTHS[-1]) -> tuple[np.ndarray, Params]:
+def synthesize_blur(sharp: np.ndarray, rng: np.random.Generator, max_motion: int = MOTION_LENGTHS[-1],
+                    min_motion: int = MOTION_LENGTHS[0]) -> tuple[np.ndarray, Params]:
     """A blurred version of ``sharp`` and the parameters that reproduce it with :func:`apply_blur`."""
-    params = sample_blur_params(rng, max_motion)
+    params = sample_blur_params(rng, max_motion, min_motion)
     return apply_blur(sharp, params), params
 
 

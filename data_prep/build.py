@@ -78,6 +78,7 @@ class Task:
     augment: bool
     blur_per: str
     max_motion: int
+    min_motion: int
     seed: int
 
 
@@ -106,7 +107,7 @@ def plan(items: Iterable[Item], options: BuildOptions) -> tuple[dict[str, list[T
             tasks[split].append(Task(item, copy, base, tuple(indices[start:start + count]),
                                      None if whole else options.patch_size, stride,
                                      options.augment and split == "train", options.blur_per, options.max_motion,
-                                     options.seed))
+                                     options.min_motion, options.seed))
             start += count
     if skipped:
         log.warning("skipped %d image(s) smaller than the %d-pixel patch: %s", len(skipped), options.patch_size,
@@ -151,7 +152,7 @@ def make_records(task: Task) -> tuple[str, list[Record], list[str]]:
     per_patch = "blur" not in images and task.blur_per == "patch" and task.patch_size is not None
     blur_params = None
     if "blur" not in images and not per_patch:
-        images["blur"], blur_params = synthesize_blur(images["sharp"], rng, task.max_motion)
+        images["blur"], blur_params = synthesize_blur(images["sharp"], rng, task.max_motion, task.min_motion)
     records = []
     for index, origin in zip(task.indices, origins, strict=True):
         if origin is None:
@@ -161,7 +162,7 @@ def make_records(task: Task) -> tuple[str, list[Record], list[str]]:
             key = f"{index:08d}_{task.base}_y{y}_x{x}"
             sharp = crop(images["sharp"], y, x, task.patch_size)
             if per_patch:
-                blur_params = sample_blur_params(rng, task.max_motion)
+                blur_params = sample_blur_params(rng, task.max_motion, task.min_motion)
                 blur = apply_blur_patch(images["sharp"], y, x, task.patch_size, blur_params)
             else:
                 blur = crop(images["blur"], y, x, task.patch_size)
@@ -262,6 +263,7 @@ def _summary(options: BuildOptions, tasks: dict[str, list[Task]], stats: dict[st
         "test_copies": options.test_copies,
         "blur_per": options.blur_per if source.synthetic else None,
         "max_motion": options.max_motion if source.synthetic else None,
+        "min_motion": options.min_motion if source.synthetic else None,
         "frames": options.frames.record() if source.reads_frames else None,
         "augment": options.augment, "test_whole": options.test_whole, "seed": options.seed,
         "workers": workers, "splits": splits, "skipped": {"smaller_than_patch": skipped},

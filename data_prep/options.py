@@ -79,6 +79,9 @@ class BuildOptions:
                          parse=positive_int)
     test_copies: int | None = option(None, "blur draws of each whole test image, so a test mean does not hang on "
                                            "one kernel (default: --copies)", parse=positive_int)
+    min_motion: int = option(MOTION_LENGTHS[0], _synthetic("shortest motion blur drawn, in pixels: with "
+                                                           "--max-motion the same, a test set of one blur length "
+                                                           "(default: %(default)s)"), parse=int)
     max_motion: int = option(MOTION_LENGTHS[-1], _synthetic("longest motion blur drawn, in pixels (the authors' "
                                                             "recipe: 5..30 in steps of 5; default: %(default)s)"),
                              parse=int)
@@ -122,7 +125,7 @@ class BuildOptions:
         source = get_source(self.source)
         patch = self.patch_size or source.patch_size
         stride = self.stride or (patch // 2 if source.half_overlap else patch)
-        motion_lengths(self.max_motion)  # checks it
+        motion_lengths(self.max_motion, self.min_motion)  # checks them
         for label, value in (("patch size", patch), ("stride", stride), ("copies", self.copies),
                              ("test copies", self.test_copies),
                              ("workers", self.workers), ("map size", self.map_size)):

@@ -90,6 +90,20 @@ def test_motion_can_be_capped_and_nonsense_caps_are_refused():
             blur.motion_lengths(bad)
 
 
+def test_a_minimum_motion_selects_one_length_and_leaves_the_default_draws_alone():
+    assert blur.motion_lengths() == blur.MOTION_LENGTHS
+    assert blur.motion_lengths(10, 10) == (10,) and blur.motion_lengths(30, 12) == (15, 20, 25, 30)
+    rng = np.random.default_rng(3)
+    assert {blur.sample_blur_params(rng, 10, 10)["motion_length"] for _ in range(50)} == {10}
+    # no minimum given draws exactly what the explicit default minimum draws (default builds unchanged)
+    draws = [blur.sample_blur_params(np.random.default_rng(seed), 20) for seed in range(20)]
+    assert draws == [blur.sample_blur_params(np.random.default_rng(seed), 20, 5) for seed in range(20)]
+    for max_length, min_length, message in ((10, 15, "longer than the longest"), (9, 7, "no motion length"),
+                                            (30, 0, "shortest motion blur"), (30, 7.5, "shortest motion blur")):
+        with pytest.raises(ValueError, match=message):
+            blur.motion_lengths(max_length, min_length)
+
+
 def test_a_patch_is_blurred_as_if_the_whole_image_had_been():
     sharp = random_image(80, 90)
     params = {"gaussian_ksize": 3, "gaussian_sigma": 0.8, "motion_length": 15, "motion_angle": 30,

@@ -4,6 +4,7 @@ determinism, atomic and refused overwrites, skips, bad input, and the GOPRO and 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 
@@ -166,6 +167,35 @@ def test_blur_per_image_test_copies_and_max_motion(tmp_path):
         with pytest.raises(ValueError):
             build_dataset(BuildOptions(out=tmp_path / "bad", **bad))
     assert not (tmp_path / "bad").exists()
+
+
+def test_min_motion_equal_to_max_motion_gives_one_blur_length(tmp_path, caplog):
+    out = tmp_path / "m10"
+    assert main(["data-prep", "--out", str(out), "--min-motion", "10", "--max-motion", "10", "--test-copies", "3",
+                 "--workers", "1"]) == 0
+    summary = json.loads((out / SUMMARY).read_text())
+    assert (summary["min_motion"], summary["max_motion"]) == (10, 10)
+    for split in ("train", "val", "test"):
+        assert {meta["blur_params"]["motion_length"] for meta in meta_lines(out / f"{split}_lmdb")} == {10}
+    assert_records_match_sources(out / "test_lmdb")
+    assert build_dataset(BuildOptions(out=tmp_path / "default", workers=1))["min_motion"] == 5  # the recipe's
+    for bad, message in ((["--min-motion", "15", "--max-motion", "10"], "longer than the longest"),
+                         (["--min-motion", "7", "--max-motion", "9"], "no motion length of the recipe")):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert main(["data-prep", "--out", str(tmp_path / "bad"), *bad]) == 1
+        errors = [record for record in caplog.records if record.levelno == logging.ERROR]
+        assert len(errors) == 1 and errors[0].exc_info is None and message in errors[0].getMessage()
+        assert "\n" not in errors[0].getMessage()
+    assert not (tmp_path / "bad").exists()
+
+
+def test_min_motion_is_not_recorded_for_pairs_from_files(tmp_path):
+    make_folder_pairs(tmp_path / "pairs", ["a.png", "b.png"], size=(20, 20))
+    summary = build_dataset(BuildOptions(source="folder", root=tmp_path / "pairs", out=tmp_path / "out",
+                                         patch_size=16, workers=1, val_fraction=0, test_fraction=0, min_motion=10,
+                                         max_motion=10))
+    assert summary["min_motion"] is None and summary["max_motion"] is None  # no synthetic blur: as --max-motion
 
 
 def test_same_seed_same_records_whatever_the_workers(tmp_path):
