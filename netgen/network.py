@@ -77,8 +77,15 @@ def rcu_stack(n: caffe.NetSpec, variant: Variant, prefix: str, first: int, count
     return x
 
 
-def add_network(n: caffe.NetSpec, variant: Variant, blur: Top) -> list[Top]:
-    """Add the encoder and the four refinement paths on ``blur``; returns the outputs, coarsest first."""
+def add_network(n: caffe.NetSpec, variant: Variant, blur: Top, coarse_output_lr_mult: float = OUTPUT_LR_MULT
+                ) -> list[Top]:
+    """Add the encoder and the four refinement paths on ``blur``; returns the outputs, coarsest first.
+
+    ``coarse_output_lr_mult``: the learning-rate multiplier of the three coarser paths' output convolutions
+    (the full-resolution one keeps :data:`OUTPUT_LR_MULT`). Their losses reach the shared layers only through
+    these convolutions, which start at zero: at a tenth of the rate they hardly pass a gradient for hundreds of
+    iterations, while a jump of a coarse output moves no full-resolution pixel (docs/architecture.md, "The
+    scale refinement loss, compared fairly")."""
     kernel = 1 if variant.lightweight else 3  # CRP and fusion convolutions
     images = pyramid(n, INPUT, blur)
     encoder, x = {}, blur
@@ -105,7 +112,8 @@ def add_network(n: caffe.NetSpec, variant: Variant, blur: Top) -> list[Top]:
                                                            stride=2)
             x = blocks.eltwise_sum(n, f"{prefix}_remote_sum", x, low)
         coarser = x
-        correction = blocks.conv(n, f"conv_r{k}_out", x, 3, 3, filler=OUTPUT_FILLER, lr_mult=OUTPUT_LR_MULT)
+        rate = OUTPUT_LR_MULT if k == SCALES else coarse_output_lr_mult
+        correction = blocks.conv(n, f"conv_r{k}_out", x, 3, 3, filler=OUTPUT_FILLER, lr_mult=rate)
         outputs.append(blocks.eltwise_sum(n, OUTPUTS[index], correction, images[index]))
     return outputs
 
@@ -132,17 +140,21 @@ def add_scale_loss(n: caffe.NetSpec, outputs: Sequence[Top], targets: Sequence[T
 
 def build_train_val(variant: str, *, train_source: str = DEFAULT_TRAIN_SOURCE, val_source: str = DEFAULT_VAL_SOURCE,
                     batch_size: int = DEFAULT_BATCH_SIZE, crop_size: int = DEFAULT_CROP_SIZE, loss: str = "native",
-                    loss_weights: Sequence[float] = (1.0,) * SCALES,
-                    edge: EdgeOptions | None = None) -> caffe_pb2.NetParameter:
+                    loss_weights: Sequence[float] = (1.0,) * SCALES, edge: EdgeOptions | None = None,
+                    coarse_output_lr_mult: float = OUTPUT_LR_MULT) -> caffe_pb2.NetParameter:
     """The training net: LMDB pairs -> blur/sharp -> network -> scale refinement loss (+ edge branch).
 
     Each record is a raw 6-channel uint8 Datum (blurred B,G,R then sharp B,G,R); TRAIN reads
     ``train_source`` with random crops and mirroring, TEST reads ``val_source`` with crops only.
     ``loss_weights`` (coarsest first) multiply Eq. 5's terms: all ones is Eq. 5 as written.
     ``edge`` adds the TRAIN-only edge reconstruction branch of section 3.3.3 (netgen.edge_branch).
+    ``coarse_output_lr_mult``: see :func:`add_network`.
     """
     spec = get_variant(variant)
     _check_side("crop_size", crop_size)
+    if not (isinstance(coarse_output_lr_mult, (int, float)) and math.isfinite(coarse_output_lr_mult)
+            and coarse_output_lr_mult > 0):
+        raise NetgenError(f"coarse_output_lr_mult must be a positive number, got {coarse_output_lr_mult!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise NetgenError(f"batch_size must be a positive integer, got {batch_size!r}")
     n = caffe.NetSpec()
@@ -151,7 +163,7 @@ def build_train_val(variant: str, *, train_source: str = DEFAULT_TRAIN_SOURCE, v
                     include=dict(phase=caffe.TRAIN))
     n.blur, n.sharp = L.Slice(n.pair, name="slice", axis=1, slice_point=[3], ntop=2)
     targets = pyramid(n, "sharp", n.sharp)
-    outputs = add_network(n, spec, n.blur)
+    outputs = add_network(n, spec, n.blur, coarse_output_lr_mult)
     add_scale_loss(n, outputs, targets, crop_size, loss, loss_weights)
     if edge is not None:
         add_edge_branch(n, n.blur, n.sharp, outputs[-1], crop_size, edge)

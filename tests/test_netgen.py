@@ -187,3 +187,23 @@ def test_report_prototxt_refuses_an_empty_net_and_unknown_layer_types(tmp_path, 
     assert "no layers" in caplog.text
     assert cli.main(["netgen", "--report-prototxt", str(unknown)]) == 1
     assert "'f' (Frobnicate)" in caplog.text and "Check failed" not in caplog.text
+
+
+def test_the_coarse_output_convolutions_rate_is_set_alone_and_checked():
+    """The three coarser paths' output convolutions take their own learning-rate multiplier (issue 27: how fast
+    the scale loss's coarse terms reach the shared layers); the full-resolution one keeps 0.1."""
+    from netgen.errors import NetgenError
+    from netgen.network import OUTPUT_LR_MULT, build_train_val
+
+    def rates(net):
+        return {layer.name: [round(param.lr_mult, 6) for param in layer.param] for layer in net.layer
+                if layer.name.startswith("conv_r") and layer.name.endswith("_out")}
+
+    assert rates(build_train_val("mrfnet", crop_size=32)) == {f"conv_r{k}_out": [OUTPUT_LR_MULT] * 2
+                                                              for k in range(1, 5)}
+    faster = rates(build_train_val("lwrefinenet", crop_size=32, coarse_output_lr_mult=1.0))
+    assert faster == {"conv_r1_out": [], "conv_r2_out": [], "conv_r3_out": [],  # Caffe's default rate, 1
+                      "conv_r4_out": [OUTPUT_LR_MULT] * 2}
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(NetgenError, match="coarse_output_lr_mult must be a positive number"):
+            build_train_val("mrfnet", crop_size=32, coarse_output_lr_mult=bad)

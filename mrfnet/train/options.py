@@ -13,7 +13,7 @@ from mrfnet.train.loss_schedule import LOSS_SCHEDULES
 from mrfnet.train.schedule import HALVE_EVERY_EPOCHS
 from netgen.engine import PRECISIONS
 from netgen.losses import LOSSES
-from netgen.network import DEFAULT_BATCH_SIZE
+from netgen.network import DEFAULT_BATCH_SIZE, OUTPUT_LR_MULT
 from netgen.variants import VARIANTS
 
 DEFAULT_DATA = "data/embedded"
@@ -46,6 +46,10 @@ class TrainOptions:
                                  "one per rank there", parse=gpu_list)
     seed: int = option(0, "Caffe's random_seed (crops, mirrors, fillers)", parse=non_negative_int)
     weights: str | None = option(None, "fine-tune from this caffemodel (exclusive with --resume)", parse=str)
+    coarse_output_lr_mult: float = option(OUTPUT_LR_MULT, "learning-rate multiplier of the three coarser paths' "
+                                                          "output convolutions (the full-resolution one keeps "
+                                                          f"{OUTPUT_LR_MULT:g}): how fast the coarse losses reach the "
+                                                          "shared layers", parse=positive_float)
     edge: bool = option(False, "add the edge reconstruction branch (section 3.3.3; off by default, see the README)")
     edge_alpha_at: float = option(0.5, "fraction of the run at which the edge generator switches from the blurred "
                                        "input to the prediction (alpha 0 -> 1; the paper's 'middle')", parse=fraction)

@@ -182,7 +182,8 @@ def _write_run_files(folder: Path, options: TrainOptions, schedule: Schedule, ar
     net = set_convolution_engine(
         build_train_val(options.variant, train_source=str(data / "train_lmdb"), val_source=str(data / "val_lmdb"),
                         batch_size=schedule.batch_per_gpu, crop_size=options.crop_size, loss=options.loss,
-                        edge=EdgeOptions() if options.edge else None),
+                        edge=EdgeOptions() if options.edge else None,
+                        coarse_output_lr_mult=options.coarse_output_lr_mult),
         precision=options.precision)
     (folder / TRAIN_VAL).write_text(str(net))
     (folder / DEPLOY).write_text(str(build_deploy(options.variant, height=options.crop_size,
