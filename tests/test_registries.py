@@ -17,8 +17,8 @@ from data_prep.sources import SOURCES, Source, register_source, visdrone_items
 from mrfnet import cli
 from mrfnet.export.onnx_graph import caffe_to_onnx, check_supported
 from mrfnet.export.onnx_layers import CONVERTERS, UnsupportedLayer, converter, supported_layer_types
+from mrfnet.reproduce.budgets import QUICK, run_plan
 from mrfnet.reproduce.claims import VARIANT_ORDER
-from mrfnet.reproduce.job import QUICK, run_plan
 from netgen.network import committed_prototxts
 from netgen.variants import VARIANTS, Variant, register_variant
 

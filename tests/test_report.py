@@ -17,6 +17,7 @@ from mrfnet.reproduce.claims import (
     HEADLINE,
     NOT_CONFIRMED,
     NOT_MEASURABLE,
+    UNDECIDED,
     WITHIN_NOISE,
     SeedStats,
     ablation_run,
@@ -30,8 +31,7 @@ from mrfnet.reproduce.report import CURVES, REPORT, RESULTS, summary_lines, writ
 FIXTURE = Path(__file__).parent / "fixtures" / "report_small"
 SECTIONS = ("## The paper's claims", "## Table I analogue", "## Headline: MRFNet", "## Table V analogue",
             "## Validation while training", "## Fig. 5 analogue", "## Table IV analogue", "## Table III analogue")
-VERDICTS = (CONFIRMED, NOT_CONFIRMED, NOT_MEASURABLE, CONTRADICTED,
-            WITHIN_NOISE)
+VERDICTS = (CONFIRMED, NOT_CONFIRMED, NOT_MEASURABLE, CONTRADICTED, WITHIN_NOISE, UNDECIDED)
 
 
 def _report_dir(tmp_path: Path) -> Path:
@@ -73,6 +73,7 @@ def test_every_claim_gets_a_verdict_and_a_number(tmp_path):
 
 def test_ablation_verdicts_are_judged_against_the_seed_spread(tmp_path):
     results, curves = _load(_report_dir(tmp_path))
+    results["settings"]["flat_db"] = 10.0  # every curve counts as flat here: the next test is about curves
     runs = results["runs"]
     claim = "MRFNet gives the best PSNR of the four variants (Table V)"
 
@@ -86,6 +87,44 @@ def test_ablation_verdicts_are_judged_against_the_seed_spread(tmp_path):
     assert set_psnr("mrfnet", (30.5, 30.6)) == CONFIRMED  # +0.45 dB against a 0.2 dB spread
     assert set_psnr("mrfnet", (30.1, 30.3)) == WITHIN_NOISE
     assert set_psnr("mrfnet", (29.5, 29.6)) == CONTRADICTED
+
+
+def test_claims_on_curves_still_rising_are_undecided_with_the_budget_they_would_need(tmp_path):
+    results, curves = _load(_report_dir(tmp_path))
+    results["settings"]["flat_db"] = 10.0
+    flat = {c.text: c for c in claims(results, curves)}
+    results["settings"]["flat_db"] = 0.001  # the fixture's curves still rise more than this
+    rising = {c.text: c for c in claims(results, curves)}
+    claim = "MRFNet gives the best PSNR of the four variants (Table V)"
+    assert flat[claim].verdict != UNDECIDED and flat[claim].measured.endswith("curves flat")
+    assert rising[claim].verdict == UNDECIDED
+    assert re.search(r"\d+ of 8 curves still rising.* by about [\d,]+ iterations per run \(extrapolated\); "
+                     f"verdict at this budget: {flat[claim].verdict}$", rising[claim].measured)
+    fig5 = "The scale refinement loss converges faster than a single full-resolution L2 (Fig. 5)"
+    assert re.search(r"final val gain [+-]\d\.\d\d vs [+-]\d\.\d\d dB", flat[fig5].measured)
+
+
+def test_convergence_measures_on_a_known_curve():
+    from mrfnet.reproduce.convergence import (
+        is_flat,
+        iterations_to_flat,
+        iterations_to_reach,
+        last_quarter_rise,
+        training_seconds,
+    )
+
+    iterations = [100.0 * k for k in range(1, 9)]
+    gains = [1.0 - 40.0 / t for t in iterations]  # gain = a - b / t with b = 40
+    curve = {"iteration": iterations, "val_gain_db": gains, "wall_time": [10.0 * k for k in range(8)]}
+    assert last_quarter_rise(curve) == pytest.approx(gains[-1] - gains[5])  # from iteration 600 to 800
+    assert is_flat(curve, 0.05) and not is_flat(curve, 0.001)
+    assert iterations_to_flat(curve, 0.01) == pytest.approx(40 / 0.03, abs=1)  # b / (3 flat_db)
+    assert iterations_to_flat(curve, 0.05) is None  # flat already: nothing to extrapolate
+    assert iterations_to_reach(curve, 0.5) == pytest.approx(100 * 0.5 / 0.6)  # from gain 0 at iteration 0
+    assert iterations_to_reach(curve, 0.75) == pytest.approx(100 + 100 * (0.75 - 0.6) / (0.8 - 0.6))
+    assert iterations_to_reach(curve, 2.0) is None
+    curve["wall_time"][5:] = [t + 3600 for t in curve["wall_time"][5:]]  # a stop of an hour, then a resume
+    assert training_seconds(curve) == pytest.approx(80.0)
 
 
 def test_compare_has_a_floor():
@@ -148,7 +187,7 @@ def test_reproduce_quick_writes_the_report_with_every_section(quick_job):
 
 @pytest.mark.slow
 def test_reproduce_quick_scores_every_planned_run_and_the_test_set(quick_job):
-    from mrfnet.reproduce.job import QUICK, run_plan
+    from mrfnet.reproduce.budgets import QUICK, run_plan
 
     results = quick_job.results
     assert set(results["runs"]) == set(run_plan(QUICK))

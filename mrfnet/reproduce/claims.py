@@ -9,6 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mrfnet.reproduce.convergence import (
+    is_flat,
+    iterations_to_flat,
+    iterations_to_reach,
+    last_quarter_rise,
+    val_points,
+)
 from mrfnet.reproduce.paper import PAPER_FLOPS_CUT, PAPER_LW_TIME_1280, PAPER_PARAMS_CUT, PAPER_TABLE_III
 
 log = logging.getLogger(__name__)
@@ -28,6 +35,9 @@ CONFIRMED, NOT_CONFIRMED, NOT_MEASURABLE = "confirmed", "not confirmed", "not me
 
 
 CONTRADICTED, WITHIN_NOISE = "contradicted", "within noise"
+
+
+UNDECIDED = "undecided at this budget"  # the runs it rests on were still improving (mrfnet.reproduce.convergence)
 
 
 PSNR_FLOOR_DB = 0.01  # differences below what the report prints are never a verdict
@@ -55,12 +65,6 @@ def read_curve(path: Path) -> dict[str, list[float]]:
         rows = list(csv.DictReader(file))
     return {key: [float(row[key]) if row[key] not in ("", None) else math.nan for row in rows]
             for key in (rows[0] if rows else {})}
-
-
-def val_points(curve: dict[str, list[float]], column: str = "val_psnr") -> tuple[list[float], list[float]]:
-    """(iterations, values) of the rows of a curve where validation ran."""
-    pairs = [(i, v) for i, v in zip(curve["iteration"], curve.get(column, []), strict=False) if not math.isnan(v)]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def smooth(values: list[float], window: int) -> list[float]:
@@ -159,6 +163,7 @@ def _headline_claim(results: dict[str, Any]) -> list[Claim]:
 
 def _ablation_claims(results: dict[str, Any], curves: dict[str, dict[str, list[float]]]) -> list[Claim]:
     stats = {v: seed_stats(results, v, "l2") for v in VARIANT_ORDER}
+    seeds = results["settings"]["seeds"]
     found = []
     if all(stats.values()):
         others = [v for v in VARIANT_ORDER if v != "mrfnet"]
@@ -175,18 +180,58 @@ def _ablation_claims(results: dict[str, Any], curves: dict[str, dict[str, list[f
         found.append(Claim("LWRefineNet and RCRefineNet beat RefineNet (Table V)", "+0.50 / +0.30 dB",
                            f"val: {pairs[0][0]:+.2f} / {pairs[1][0]:+.2f} dB (noise {pairs[0][1]:.2f} / "
                            f"{pairs[1][1]:.2f})", verdict))
-    seeds = results["settings"]["seeds"]
+        l2_runs = [ablation_run(v, "l2", seed) for v in VARIANT_ORDER for seed in seeds]
+        found = [at_convergence(claim, l2_runs, results, curves) for claim in found]
     scale_runs = [ablation_run("mrfnet", "scale", s) for s in seeds]
     single_runs = [ablation_run("mrfnet", "l2", s) for s in seeds]
     if all(run in curves for run in scale_runs + single_runs):
+        found.append(at_convergence(fig5_claim(results, curves, scale_runs, single_runs), scale_runs + single_runs,
+                                    results, curves))
+    return found
+
+
+def at_convergence(claim: Claim, runs: list[str], results: dict[str, Any],
+                   curves: dict[str, dict[str, list[float]]]) -> Claim:
+    """``claim`` as it stands when every run it rests on has a flat val curve; else undecided, with how far the
+    curves still rose and the run length at which they would flatten (extrapolated)."""
+    flat_db = results["settings"].get("flat_db", 0.05)
+    rising = [run for run in runs if run in curves and not is_flat(curves[run], flat_db)]
+    if not rising:
+        return Claim(claim.text, claim.paper, f"{claim.measured}; all {len(runs)} curves flat", claim.verdict)
+    rises = [rise for rise in (last_quarter_rise(curves[run]) for run in rising) if rise is not None]
+    needed = [n for n in (iterations_to_flat(curves[run], flat_db) for run in rising) if n is not None]
+    rose = f", up to {max(rises):+.2f} dB over their last quarter" if rises else ""
+    budget = (f"; they would flatten (rise under {flat_db:g} dB) by about {max(needed):,} iterations per run "
+              "(extrapolated)" if needed else "")
+    return Claim(claim.text, claim.paper, f"{claim.measured}; {len(rising)} of {len(runs)} curves still rising"
+                 f"{rose}{budget}; verdict at this budget: {claim.verdict}", UNDECIDED)
+
+
+def fig5_claim(results: dict[str, Any], curves: dict[str, dict[str, list[float]]], scale_runs: list[str],
+               single_runs: list[str]) -> Claim:
+    """Fig. 5: does the scale loss converge faster? Iterations to reach a val gain both settings reach (80% of
+    the lower of their final mean gains), compared over seeds; where a run never reaches it, the final
+    full-resolution training loss instead."""
+    finals = {group: [val_points(curves[run], "val_gain_db")[1][-1] for run in runs]
+              for group, runs in (("scale", scale_runs), ("l2", single_runs))}
+    target = 0.8 * min(sum(values) / len(values) for values in finals.values())
+    reach = {group: [iterations_to_reach(curves[run], target) for run in runs]
+             for group, runs in (("scale", scale_runs), ("l2", single_runs))}
+    if target > 0 and all(value is not None for values in reach.values() for value in values):
+        scale, single = SeedStats(tuple(reach["scale"])), SeedStats(tuple(reach["l2"]))
+        difference, noise, verdict = compare(scale, single, floor=1.0, lower_is_better=True)
+        measured = (f"iterations to reach +{target:.2f} dB on val: {scale.text(0)} (scale loss) vs "
+                    f"{single.text(0)} (single L2), noise {noise:.0f}")
+    else:
         scale = SeedStats(tuple(tail_mean(curves[run]["loss_r4"]) for run in scale_runs))
         single = SeedStats(tuple(tail_mean(curves[run]["loss_r4"]) for run in single_runs))
         difference, noise, verdict = compare(scale, single, floor=LOSS_FLOOR * single.mean, lower_is_better=True)
-        found.append(Claim("The scale refinement loss converges faster than a single full-resolution L2 (Fig. 5)",
-                           "final loss ~4% vs ~6%",
-                           f"MRFNet's full-resolution training loss over the last 20%: {scale.text(5)} (scale loss) "
-                           f"vs {single.text(5)} (single L2), noise {noise:.5f}", verdict))
-    return found
+        measured = (f"MRFNet's full-resolution training loss over the last 20%: {scale.text(5)} (scale loss) vs "
+                    f"{single.text(5)} (single L2), noise {noise:.5f}")
+    final = {group: sum(values) / len(values) for group, values in finals.items()}
+    return Claim("The scale refinement loss converges faster than a single full-resolution L2 (Fig. 5)",
+                 "final loss ~4% vs ~6%", f"{measured}; final val gain {final['scale']:+.2f} vs {final['l2']:+.2f} dB",
+                 verdict)
 
 
 def _cost_claims(timing: dict[str, Any], memory: dict[str, Any], memory_rss: dict[str, Any]) -> list[Claim]:

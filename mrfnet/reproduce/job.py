@@ -10,22 +10,22 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from data_prep.atomic import write_json_atomic
-from data_prep.build import build_dataset
-from data_prep.options import BuildOptions
 from data_prep.sources import EMBEDDED
 from mrfnet.analyze import layer_counts
 from mrfnet.analyze.timing import time_variants
 from mrfnet.evaluate.scoring import ScoreOptions, score_model
 from mrfnet.evaluate.testsets import open_test_set
-from mrfnet.reproduce.claims import HEADLINE, ablation_run, read_curve
-from mrfnet.reproduce.paper import PAPER_TABLE_III
-from mrfnet.reproduce.real_blur import RealBlur, prepare_real_blur, real_blur_facts
-from mrfnet.reproduce.report import CURVES, REPORT, RESULTS, VARIANT_ORDER, summary_lines, write_report
+from mrfnet.reproduce.blur_lengths import score_lengths
+from mrfnet.reproduce.budgets import PAPER_VARIANTS, PROFILES, Budget, RunSpec, headline_motion, run_plan
+from mrfnet.reproduce.claims import HEADLINE, read_curve
+from mrfnet.reproduce.datasets import data_dir, prepare_all
+from mrfnet.reproduce.real_blur import prepare_real_blur, real_blur_facts
+from mrfnet.reproduce.report import CURVES, REPORT, RESULTS, summary_lines, write_report
 from mrfnet.runtime.caffe_env import run_isolated
 from mrfnet.runtime.doctor import probe_caffe
 from mrfnet.runtime.folder_lock import holding
@@ -39,73 +39,10 @@ from netgen.sizes import size_label
 log = logging.getLogger(__name__)
 
 
-PAPER_VARIANTS = VARIANT_ORDER  # the paper's four, listed explicitly (mrfnet.reproduce.claims), not netgen's registry
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much work each stage does: the only difference between the full job and --quick."""
-
-    headline_iterations: int
-    ablation_iterations: int
-    seeds: tuple[int, ...]  # each ablation run is repeated once per seed: the spread is its noise
-    batch_size: int
-    crop_size: int
-    ablation_crop_size: int
-    patch_size: int
-    copies: int
-    test_copies: int  # blur draws of each whole test photograph
-    max_motion: int  # longest motion blur of the embedded set (see docs/architecture.md, "Training on a small budget")
-    base_lr: float
-    halvings: int
-    loss_schedule: str  # the scale refinement loss's weights over a run (headline and mrfnet-scale runs)
-    headline_validations: int  # val scores of the headline run (the last at its final iteration)
-    ablation_validations: int  # val scores of each ablation run
-    val_limit: int | None  # val records scored (None: all)
-    timing_sizes: tuple[tuple[int, int], ...]  # (height, width)
-    timing_repeats: int
-    memory_batches: tuple[int, ...]
-    memory_side: int
-    memory_run: bool  # also run each training memory case (peak RSS) where it fits, not only count it
-    caffe_time: bool  # also run `caffe time` beside the Python timing
-    precision: str  # the training runs' (de)convolution arithmetic (netgen.engine.PRECISIONS)
-    minutes: int  # what the whole job takes on the 2-core development machine, said when it starts
-    real_blur: RealBlur = RealBlur()
-
-
-FULL = Budget(
-    headline_iterations=5000, ablation_iterations=360, seeds=(0, 1), batch_size=4, crop_size=64, ablation_crop_size=48,
-    patch_size=96, copies=1, test_copies=8, max_motion=5, base_lr=5e-4, halvings=3, loss_schedule="uniform",
-    headline_validations=10, ablation_validations=2, val_limit=None, timing_sizes=((256, 256), (720, 1280)),
-    timing_repeats=1, memory_batches=tuple(PAPER_TABLE_III), memory_side=256, memory_run=True,
-    caffe_time=False, precision="fp32", minutes=50)
-
-
-QUICK = Budget(
-    headline_iterations=12, ablation_iterations=6, seeds=(0, 1), batch_size=2, crop_size=32, ablation_crop_size=32,
-    patch_size=48, copies=1, test_copies=1, max_motion=5, base_lr=2e-4, halvings=3, loss_schedule="uniform",
-    headline_validations=2, ablation_validations=2, val_limit=8, timing_sizes=((64, 64),), timing_repeats=1,
-    memory_batches=tuple(PAPER_TABLE_III), memory_side=64, memory_run=True, caffe_time=False, precision="fp32",
-    minutes=5, real_blur=RealBlur(step=25))
-
-
 MONTAGE_IMAGES = 2  # test images in the headline's montage: whole photographs as PNG are large; the report is committed
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One training run of the main job."""
-
-    variant: str
-    loss_schedule: str
-    iterations: int
-    crop_size: int
-    seed: int
-    group: str  # "headline" or the ablation it belongs to ("l2" or "scale")
-    validations: int
-
-
-DEFAULT_NAME = "embedded-cpu"
+DEFAULT_NAME = PROFILES["demo"][1]  # the demo's report and work folder names
 
 
 def default_work_dir(name: str) -> Path:
@@ -131,24 +68,6 @@ def convolution_engine() -> str:
     return "Caffe's own im2col + BLAS engine"
 
 
-def prepare_data(work_dir: Path, budget: Budget) -> dict[str, Any]:
-    """The embedded LMDBs, built once per work folder."""
-
-    data = work_dir / "data"
-    summary_path = data / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        wanted = {"patch_size": budget.patch_size, "copies": budget.copies, "test_copies": budget.test_copies,
-                  "max_motion": budget.max_motion, "blur_per": "patch"}
-        if all(summary.get(key) == value for key, value in wanted.items()):
-            log.info("reusing the embedded data in %s", data)
-            return summary
-        log.info("the embedded data in %s was built with other settings: rebuilding it", data)
-    return build_dataset(BuildOptions(source="embedded", out=data, patch_size=budget.patch_size,
-                                      copies=budget.copies, test_copies=budget.test_copies,
-                                      max_motion=budget.max_motion, blur_per="patch", force=True))
-
-
 def table1() -> dict[str, Any]:
     """Parameters and multiply-adds of each variant's deploy net at Table I's sizes (256x256, 1280x720)."""
 
@@ -161,22 +80,6 @@ def table1() -> dict[str, Any]:
     return results
 
 
-def run_plan(budget: Budget) -> dict[str, RunSpec]:
-    """Run name -> spec: the headline MRFNet, then per seed the four variants with a single full-resolution L2
-    (Table V's ablation) and MRFNet with the scale refinement loss (Fig. 5's comparison), all on one budget."""
-    plan = {HEADLINE: RunSpec("mrfnet", budget.loss_schedule, budget.headline_iterations, budget.crop_size,
-                                     0, "headline", budget.headline_validations)}
-    for seed in budget.seeds:
-        for variant in PAPER_VARIANTS:
-            plan[ablation_run(variant, "l2", seed)] = RunSpec(
-                variant, "full-only", budget.ablation_iterations, budget.ablation_crop_size, seed, "l2",
-                budget.ablation_validations)
-        plan[ablation_run("mrfnet", "scale", seed)] = RunSpec(
-            "mrfnet", budget.loss_schedule, budget.ablation_iterations, budget.ablation_crop_size, seed, "scale",
-            budget.ablation_validations)
-    return plan
-
-
 def train_run(work_dir: Path, name: str, spec: RunSpec, budget: Budget, records: int) -> Path:
     """Train one run to its budget: reuse it when finished, resume it when interrupted."""
     run_dir = work_dir / "runs" / name
@@ -185,13 +88,14 @@ def train_run(work_dir: Path, name: str, spec: RunSpec, budget: Budget, records:
         log.info("%s: already trained (%s)", name, final)
         return final
     epochs = spec.iterations * budget.batch_size / records
-    options = TrainOptions(variant=spec.variant, data=str(work_dir / "data"), run_dir=str(run_dir),
+    options = TrainOptions(variant=spec.variant, data=str(data_dir(work_dir, budget, spec.max_motion)),
+                           run_dir=str(run_dir),
                            batch_size=budget.batch_size, crop_size=spec.crop_size, epochs=epochs,
                            iterations=spec.iterations, base_lr=budget.base_lr,
                            halve_every_epochs=epochs / (budget.halvings + 1),
                            snapshot_every=spec.iterations, loss_schedule=spec.loss_schedule, seed=spec.seed,
                            val_every=max(1, spec.iterations // spec.validations), val_limit=budget.val_limit,
-                           precision=budget.precision)
+                           precision=budget.precision, coarse_output_lr_mult=spec.coarse_output_lr_mult)
     if run_dir.exists() and _stored_options(run_dir) != asdict(options):
         log.info("%s: the run folder holds a run of another plan: training it again", name)
         shutil.rmtree(run_dir)
@@ -265,18 +169,20 @@ def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, com
         shutil.rmtree(report_dir / CURVES)  # curves of an older plan must not linger
     (report_dir / CURVES).mkdir(parents=True)
     with stages.stage("data"):
-        data = prepare_data(work_dir, budget)
+        datasets = prepare_all(work_dir, budget, headline_motion(budget))
         real = prepare_real_blur(work_dir, budget.real_blur)
     with stages.stage("table1"):
         sizes = table1()
     with stages.stage("train"):
-        runs = _train_runs(work_dir, report_dir, budget, data["splits"]["train"]["records"])
+        runs = _train_runs(work_dir, report_dir, budget, datasets)
     val_blurry = blurry_val(work_dir / "runs" / HEADLINE)
     with stages.stage("score"):
         headline = work_dir / runs[HEADLINE]["caffemodel"]
-        test, montages = _score_headline(work_dir, report_dir, headline, "test", work_dir / "data" / "test_lmdb")
+        test, montages = _score_headline(work_dir, report_dir, headline, "test",
+                                         data_dir(work_dir, budget, headline_motion(budget)) / "test_lmdb")
         test_real, real_montages = _score_headline(work_dir, report_dir, headline, "real",
                                                    work_dir / "data-real" / "test_lmdb")
+        lengths = score_lengths(work_dir, headline, budget.blur_lengths)
     with stages.stage("time"):
         timed = time_variants(PAPER_VARIANTS, sizes=budget.timing_sizes, repeats=budget.timing_repeats,
                               memory_batches=budget.memory_batches, memory_side=budget.memory_side,
@@ -286,7 +192,8 @@ def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, com
     results = {
         "name": name, "command": command, "date": datetime.date.today().isoformat(), "machine": machine(),
         "engine": convolution_engine(),
-        "settings": asdict(budget), "data": {split: info["records"] for split, info in data["splits"].items()},
+        "settings": asdict(budget), "data": _records(datasets["data"]),
+        "headline_data": _records(datasets["headline"]), "blur_lengths": lengths,
         "photographs": photographs(), "table1": sizes, "runs": runs, "val_blurry": val_blurry, "test": test,
         "test_real": test_real, "real_blur": real_blur_facts(real),
         "timing": timing, "timing_note": timing_note, "memory": memory, "memory_rss": timed.memory_rss,
@@ -302,12 +209,18 @@ def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, com
     return report_dir
 
 
-def _train_runs(work_dir: Path, report_dir: Path, budget: Budget, records: int) -> dict[str, dict[str, Any]]:
+def _records(summary: dict[str, Any]) -> dict[str, int]:
+    return {split: info["records"] for split, info in summary["splits"].items()}
+
+
+def _train_runs(work_dir: Path, report_dir: Path, budget: Budget,
+                datasets: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Train (or reuse, or resume) every run of the plan; each one's curve goes into the report folder."""
     runs: dict[str, dict[str, Any]] = {}
     for run_name, spec in run_plan(budget).items():
         run_started = time.monotonic()
-        caffemodel = train_run(work_dir, run_name, spec, budget, records)
+        summary = datasets["data" if spec.max_motion == budget.max_motion else "headline"]
+        caffemodel = train_run(work_dir, run_name, spec, budget, summary["splits"]["train"]["records"])
         run_dir = work_dir / "runs" / run_name
         shutil.copyfile(run_dir / PROGRESS, report_dir / CURVES / f"{run_name}.csv")
         runs[run_name] = {**asdict(spec), "caffemodel": os.path.relpath(caffemodel, work_dir),

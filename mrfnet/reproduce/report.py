@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from data_prep.atomic import atomic_output, write_text_atomic
+from data_prep.atomic import write_text_atomic
 from mrfnet.reproduce.claims import (
     ABLATION_GROUPS,
     HEADLINE,
@@ -16,10 +16,11 @@ from mrfnet.reproduce.claims import (
     claims,
     read_curve,
     seed_stats,
-    smooth,
     val_points,
 )
+from mrfnet.reproduce.figures import plot_losses, plot_val
 from mrfnet.reproduce.paper import PAPER_TABLE_III, PAPER_TABLE_V
+from mrfnet.reproduce.report_runs import blur_length_section, convergence_section, speed_quality_section
 from mrfnet.runtime.errors import MissingInput
 from mrfnet.runtime.markdown import markdown_table, megabytes
 
@@ -33,76 +34,6 @@ REPORT = "report.md"
 
 
 CURVES = "curves"
-
-
-PLOT_STYLE = {"figure.figsize": (7.0, 4.2), "figure.dpi": 110, "font.size": 9, "axes.grid": True,
-              "grid.alpha": 0.3, "lines.linewidth": 1.4, "savefig.bbox": "tight"}
-
-
-COLOURS = {"refinenet": "#1f77b4", "lwrefinenet": "#ff7f0e", "rcrefinenet": "#2ca02c", "mrfnet": "#d62728",
-           "mrfnet-scale": "#9467bd"}
-
-
-SEED_STYLES = ("-", "--", ":", "-.")
-
-
-def _figure():
-    import matplotlib  # here, not at the top: heavy, and only the commands that draw need it
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _colour(run: str) -> str | None:
-    variant, _, rest = run.partition("-")
-    return COLOURS.get(f"{variant}-scale" if rest.startswith("scale") else variant)
-
-
-def _seed_style(run: str) -> str:
-    seed = run.rsplit("-s", 1)[-1]
-    return SEED_STYLES[int(seed) % len(SEED_STYLES)] if seed.isdigit() else "-"
-
-
-def _plot_losses(curves: dict[str, dict[str, list[float]]], runs: list[str], path: Path, title: str) -> None:
-    plt = _figure()
-    with plt.rc_context(PLOT_STYLE):
-        figure, axes = plt.subplots()
-        for run in runs:
-            curve = curves[run]
-            window = max(1, len(curve["loss_r4"]) // 10)
-            axes.plot(curve["iteration"], smooth(curve["loss_r4"], window), label=run, color=_colour(run),
-                      linestyle=_seed_style(run))
-        axes.set_xlabel("iteration")
-        axes.set_ylabel("full-resolution loss (moving average)")
-        axes.set_yscale("log")
-        axes.set_title(title)
-        axes.legend(fontsize=7)
-        with atomic_output(path) as partial:
-            figure.savefig(partial)
-        plt.close(figure)
-
-
-def _plot_val(curves: dict[str, dict[str, list[float]]], runs: list[str], path: Path) -> None:
-    """Each run's val PSNR gain over the blurry input against iteration: the headline beside the ablations."""
-    plt = _figure()
-    with plt.rc_context({**PLOT_STYLE, "figure.figsize": (11.0, 4.2)}):
-        figure, (left, right) = plt.subplots(1, 2)
-        for run in runs:
-            iterations, gains = val_points(curves[run], "val_gain_db")
-            axes = left if run == HEADLINE else right
-            axes.plot(iterations, gains, marker="o", markersize=3, label=run, color=_colour(run),
-                      linestyle=_seed_style(run))
-        for axes, title in ((left, "headline MRFNet (scale refinement loss)"), (right, "ablation runs")):
-            axes.axhline(0.0, color="black", linewidth=0.8)
-            axes.set_xlabel("iteration")
-            axes.set_ylabel("val PSNR gain over the blurry input (dB)")
-            axes.set_title(title)
-            axes.legend(fontsize=7)
-        with atomic_output(path) as partial:
-            figure.savefig(partial)
-        plt.close(figure)
 
 
 def _paper_scores(name: str) -> str:
@@ -130,8 +61,18 @@ def _intro(results: dict[str, Any]) -> list[str]:
             f"{data['train']} training patches of real photographs, each with its own synthetic blur (the "
             f"authors' recipe, motion blur up to {settings['max_motion']} pixels); held out: {data['val']} val "
             f"patches and {data['test']} whole test images ({settings['test_copies']} blur draws per "
-            f"photograph). Photographs by split: {splits}. The paper trains 50-70 epochs on GOPRO/VisDrone with "
-            "four GPUs: absolute numbers here are not comparable to its tables.", ""]
+            f"photograph). Photographs by split: {splits}.{_headline_data(results)} The paper trains 50-70 epochs "
+            "on GOPRO/VisDrone with four GPUs: absolute numbers here are not comparable to its tables.", ""]
+
+
+def _headline_data(results: dict[str, Any]) -> str:
+    """The headline's own training data, where a profile gives it a longer blur than the ablation's."""
+    motion, data = results["settings"].get("headline_max_motion"), results.get("headline_data")
+    if not motion or motion == results["settings"]["max_motion"] or not data:
+        return ""
+    return (f" The headline trained on its own set of the same photographs with motion blur up to {motion} px "
+            f"({data['train']} training patches; its val and test scores are on that set's {data['val']} val "
+            f"patches and {data['test']} test images).")
 
 
 def _score_row(label: str, count: int | str, blurry: dict[str, float], model: dict[str, float]) -> list[str]:
@@ -142,12 +83,14 @@ def _score_row(label: str, count: int | str, blurry: dict[str, float], model: di
 
 def _headline_section(results: dict[str, Any]) -> list[str]:
     """The headline MRFNet on every held-out set: val patches, test photographs, and the real-blur clip."""
-    blurry, data = results["val_blurry"], results["data"]
-    rows = [_score_row("val patches, synthetic blur", blurry.get("images", data["val"]), blurry,
+    blurry, data = results["val_blurry"], results.get("headline_data", results["data"])
+    motion = results["settings"].get("headline_max_motion") or results["settings"]["max_motion"]
+    rows = [_score_row(f"val patches, synthetic blur up to {motion} px", blurry.get("images", data["val"]), blurry,
                        results["runs"][HEADLINE]["val"])]
     test, real = results.get("test"), results.get("test_real")
     if test:
-        rows.append(_score_row("test photographs, synthetic blur", data["test"], test["blurry"], test[HEADLINE]))
+        rows.append(_score_row(f"test photographs, synthetic blur up to {motion} px",
+                               data["test"], test["blurry"], test[HEADLINE]))
     if real:
         facts = results["real_blur"]
         rows.append(_score_row(f"real temporal blur, {facts['clip']}", facts["pairs"], real["blurry"],
@@ -159,7 +102,7 @@ def _headline_section(results: dict[str, Any]) -> list[str]:
            "code path as `mrfnet score`); the test scores come from `mrfnet score` on whole images. "
            f"Metric: {results.get('metric', 'skimage SSIM, RGB, no border crop')}; outputs rounded to uint8.", ""]
     if real:
-        out += [_real_blur_text(results["real_blur"], results["settings"]["max_motion"]), ""]
+        out += [_real_blur_text(results["real_blur"], motion), ""]
     return out
 
 
@@ -216,23 +159,23 @@ def _sections(results: dict[str, Any], curves: dict[str, dict[str, list[float]]]
         out += ["## Table I analogue: size and cost of each variant", "",
                 markdown_table(["variant", "parameters", *[f"multiply-adds @{s}" for s in sizes]], rows), "",
                 "Counted by Caffe's shape inference on the generated deploy nets (`mrfnet netgen --report`).", ""]
-    out += _score_sections(results)
+    out += _score_sections(results) + blur_length_section(results) + convergence_section(results, curves)
     validated = [run for run in curves if val_points(curves[run])[0]]
     if validated:
-        _plot_val(curves, validated, report_dir / "val_curves.png")
+        plot_val(curves, validated, report_dir / "val_curves.png")
         out += ["## Validation while training", "", "![val curves](val_curves.png)", "",
                 "Every run's val PSNR gain over the blurry input (`mrfnet train --val-every`), at each validation.",
                 ""]
     first_seed = results["settings"]["seeds"][0]
     ablation = [ablation_run(v, "l2", first_seed) for v in VARIANT_ORDER]
     if all(run in curves for run in ablation):
-        _plot_losses(curves, ablation, report_dir / "loss_curves.png",
+        plot_losses(curves, ablation, report_dir / "loss_curves.png",
                      f"Training loss at full resolution, single L2, seed {first_seed} (Fig. 5 analogue)")
         out += ["## Fig. 5 analogue: training loss", "", "![training loss](loss_curves.png)", ""]
         seeds = results["settings"]["seeds"]
         pair = [ablation_run("mrfnet", group, seed) for group in ABLATION_GROUPS for seed in seeds]
         if all(run in curves for run in pair):
-            _plot_losses(curves, pair, report_dir / "scale_vs_single.png",
+            plot_losses(curves, pair, report_dir / "scale_vs_single.png",
                          "MRFNet: scale refinement loss vs a single full-resolution L2")
             out += ["MRFNet on the ablation budget, trained with the scale refinement loss and with a single "
                     "full-resolution L2 (`--loss-schedule full-only`), every seed.", "",
@@ -243,6 +186,7 @@ def _sections(results: dict[str, Any], curves: dict[str, dict[str, list[float]]]
         rows = [[v, *[f"{t[s]:.3f}" for s in sizes]] for v, t in timing.items()]
         out += ["## Table IV analogue: inference time (s per image, CPU)", "",
                 markdown_table(["variant", *sizes], rows), "", results.get("timing_note", ""), ""]
+        out += speed_quality_section(results, curves, report_dir)
     memory = results.get("memory", {})
     if memory:
         batches = list(next(iter(memory.values())))

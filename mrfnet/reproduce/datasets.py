@@ -1,0 +1,57 @@
+"""The main job's datasets, each built once per work folder and reused while its settings hold: the embedded
+set at the ablation's blur, the headline's own longer blur where a profile asks for it, and one set per exact
+blur length that the headline is scored at."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from data_prep.build import SUMMARY, build_dataset
+from data_prep.options import BuildOptions
+from mrfnet.reproduce.budgets import Budget
+
+log = logging.getLogger(__name__)
+
+
+def data_dir(work_dir: Path, budget: Budget, max_motion: int) -> Path:
+    """The training data of runs whose blur goes up to ``max_motion``: ``data`` at the ablation's blur (the
+    demo's one folder), ``data-m<N>`` for a longer one."""
+    return work_dir / ("data" if max_motion == budget.max_motion else f"data-m{max_motion}")
+
+
+def length_dir(work_dir: Path, length: int) -> Path:
+    """The set blurred at exactly ``length`` pixels of motion (its test split is what is scored)."""
+    return work_dir / f"data-len{length}"
+
+
+def prepare_data(work_dir: Path, budget: Budget, max_motion: int, min_motion: int | None = None,
+                 out: Path | None = None) -> dict[str, Any]:
+    """The embedded LMDBs with motion blur of ``min_motion``..``max_motion`` pixels (min: the recipe's
+    shortest), built into ``out`` (default :func:`data_dir`) unless it already holds them; their summary."""
+    data = out or data_dir(work_dir, budget, max_motion)
+    options = BuildOptions(source="embedded", out=data, patch_size=budget.patch_size, copies=budget.copies,
+                           test_copies=budget.test_copies, max_motion=max_motion, blur_per="patch", force=True,
+                           **({} if min_motion is None else {"min_motion": min_motion}))
+    summary_path = data / SUMMARY
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        wanted = {"patch_size": options.patch_size, "copies": options.copies, "test_copies": options.test_copies,
+                  "max_motion": options.max_motion, "min_motion": options.min_motion, "blur_per": options.blur_per}
+        if all(summary.get(key) == value for key, value in wanted.items()):
+            log.info("reusing the embedded data in %s", data)
+            return summary
+        log.info("the embedded data in %s was built with other settings: rebuilding it", data)
+    return build_dataset(options)
+
+
+def prepare_all(work_dir: Path, budget: Budget, headline_motion: int) -> dict[str, Any]:
+    """Every dataset of a profile: {"data": the ablation's summary, "headline": the headline's (the same one
+    when it trains on the ablation's blur), "lengths": {length: summary}}."""
+    data = prepare_data(work_dir, budget, budget.max_motion)
+    headline = data if headline_motion == budget.max_motion else prepare_data(work_dir, budget, headline_motion)
+    lengths = {length: prepare_data(work_dir, budget, length, length, out=length_dir(work_dir, length))
+               for length in budget.blur_lengths}
+    return {"data": data, "headline": headline, "lengths": lengths}
