@@ -69,8 +69,8 @@ def deblur(args: argparse.Namespace) -> int:
     print(f"{len(written)} of {len(plan)} image(s) written" + (f" to {written[0]}" if len(plan) == 1 else
                                                                f" under {Path(args.output)}"))
     if failed:
-        print(f"{len(failed)} could not be read: " + ", ".join(str(source) for source, _ in failed[:5])
-              + (", ..." if len(failed) > 5 else ""))
+        print(f"{len(failed)} could not be read or do not fit --max-memory-gb: "
+              + ", ".join(str(source) for source, _ in failed[:5]) + (", ..." if len(failed) > 5 else ""))
         return 1
     return 0
 

@@ -61,7 +61,8 @@ class InferenceOptions:
                                      "largest tile within --max-memory-gb", group=INFERENCE)
     overlap: int = option(DEFAULT_OVERLAP, "pixels shared by neighbouring tiles, a multiple of 8",
                           parse=non_negative_int, group=INFERENCE)
-    max_memory_gb: float = option(DEFAULT_MAX_MEMORY_GB, "Caffe memory budget that sets the auto tile size",
+    max_memory_gb: float = option(DEFAULT_MAX_MEMORY_GB, "memory budget in GB that sets the auto tile size "
+                                                         "(deblur: the whole process's)",
                                   parse=positive_float, group=INFERENCE)
     gpu: int | None = gpu_option(INFERENCE)
     engine: str | None = option(None, "what runs the net: caffe, or onnxruntime on the graph `mrfnet export` "

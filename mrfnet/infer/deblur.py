@@ -16,11 +16,15 @@ from tqdm import tqdm
 
 from data_prep.atomic import reporting_no_room
 from data_prep.images import FROM_16_BIT, IMAGE_SUFFIXES, LoadedImage, load_image, warn_left_out, write_png_bands
-from mrfnet.infer.model import Engine, resolve_tile
+from mrfnet.infer.image_memory import gigabytes, give_back_freed_memory, read_header, resident_bytes
+from mrfnet.infer.model import Engine, forward_costs, resolve_tile
 from mrfnet.infer.tiling import (
     BLENDS,
     DEFAULT_MAX_MEMORY_GB,
     DEFAULT_OVERLAP,
+    PROGRESS_TILES,
+    TILE_BYTES_PER_PIXEL,
+    WAITING_BYTES_PER_PIXEL,
     AutoTile,
     Tile,
     blend_bytes,
@@ -35,6 +39,13 @@ log = logging.getLogger(__name__)
 
 IN_MEMORY_SHARE = 0.5  # input and output may take this share of the budget in memory; a larger output is staged
 WRITE_BYTES = 2**20  # output rows encoded at a time
+SAY_DECODING_BYTES = 2**28  # an image whose decoding takes more than this is announced (it takes seconds)
+FIRST_USE_BYTES = 2**26  # held back for what the libraries take once images flow (code, caches): 20-35 MB measured
+FORWARD_MARGIN = 1.05  # on the net's memory estimate (measured within 2% from 0.4 to 1.8 GB of tiles)
+
+
+class TooLarge(InvalidValue):
+    """An image that cannot be deblurred within --max-memory-gb (said before it is decoded)."""
 
 
 def read_image(path: str | Path) -> LoadedImage:
@@ -147,43 +158,72 @@ class ImagePlan:
 
 
 def plan_image(model: Engine, tile: Tile, height: int, width: int, held: int, *, overlap: int = DEFAULT_OVERLAP,
-               max_memory_gb: float = DEFAULT_MAX_MEMORY_GB) -> ImagePlan:
+               max_memory_gb: float = DEFAULT_MAX_MEMORY_GB, base: int = 0, decode: int = 0,
+               name: str = "the image") -> ImagePlan:
     """Fit one ``height`` x ``width`` image, whose decoded input (and alpha) take ``held`` bytes, into
     ``max_memory_gb`` (issue 24: a 20000x20000 photo took 11.1 GB against 4).
 
-    The budget covers the input, the output (uint8, in memory while input and output together take at
-    most :data:`IN_MEMORY_SHARE` of it, else staged in a temporary file), the blending's float32 buffers
-    (:func:`mrfnet.infer.tiling.blend_bytes`) and what the net's forward takes, which sets the size of
+    The budget is the process's: ``base``, what it holds before any image (Python, the libraries, the
+    model loaded) and :data:`FIRST_USE_BYTES`, comes off it first. The rest covers the input, the output
+    (uint8, in memory while input and output together take at most :data:`IN_MEMORY_SHARE` of it, else
+    staged in a temporary file), the blending's float32 buffers (:func:`mrfnet.infer.tiling.blend_bytes`)
+    and what the net's forward takes (its estimate, with :data:`FORWARD_MARGIN`), which sets the size of
     ``"auto"`` tiles (an :class:`AutoTile`). Given tiles (an int, or None) are kept as they are.
+    :class:`TooLarge` where the decoding (``decode`` bytes, from the file's header) or, with auto tiles,
+    the input beside the smallest tiles does not fit: said before anything is decoded.
     """
-    budget = max_memory_gb * 2**30
+    budget = max_memory_gb * 2**30 - base
+    room = f"--max-memory-gb {max_memory_gb:g} leaves {gigabytes(max(budget, 0))} for it" + (
+        f" beside the {gigabytes(base)} this process takes before any image" if base else "")
+    advice = "give a larger --max-memory-gb, or cut the image into parts"
+    if decode > budget:
+        raise TooLarge(f"{name} ({width}x{height}) needs about {gigabytes(decode)} to decode, and {room}: {advice}")
     output = height * width * 3
     staged = held + output > IN_MEMORY_SHARE * budget
     if not isinstance(tile, AutoTile):
         return ImagePlan(tile, staged)
-    spare = budget - held - (0 if staged else output) - WRITE_BYTES * 3
-    auto = AutoTile(model.max_tile_pixels(max(spare, 0.0) / 2**30), overlap)
-    extra = blend_bytes(height, width, auto.shape_for(*padded_size(height, width)), overlap)
-    auto = AutoTile(model.max_tile_pixels(max(spare - extra, 0.0) / 2**30), overlap)
-    shape = auto.shape_for(*padded_size(height, width))
-    if shape is not None and shape[0] * shape[1] > auto.max_pixels:
-        log.warning("a %dx%d image does not fit --max-memory-gb %g even in the smallest tiles (%dx%d), which it is "
-                    "deblurred in (its decoded input takes %.2f GB)", width, height, max_memory_gb, shape[1],
-                    shape[0], held / 2**30)
+    kept = held + (0 if staged else output) + WRITE_BYTES * 3
+    fixed, per_pixel = forward_costs(model)
+    fixed, per_pixel = 0 if base else fixed, per_pixel * FORWARD_MARGIN  # the weights: loaded, so in ``base``
+    padded = padded_size(height, width)
+    auto = AutoTile(int(max(budget - kept - fixed, 0.0) / per_pixel), overlap)
+    while True:  # the largest tiles whose forward and blending fit beside what is kept
+        shape = auto.shape_for(*padded)
+        pixels = padded[0] * padded[1] if shape is None else shape[0] * shape[1]
+        need = kept + fixed + pixels * per_pixel + blend_bytes(height, width, shape, overlap)
+        if need <= budget:
+            break
+        if shape is not None and pixels > auto.max_pixels:  # the smallest tiles, and they do not fit
+            raise TooLarge(f"{name} ({width}x{height}) needs about {gigabytes(need)} even in the smallest tiles "
+                           f"({shape[1]}x{shape[0]}), and {room}: {advice}")
+        cost = per_pixel + TILE_BYTES_PER_PIXEL + WAITING_BYTES_PER_PIXEL  # the tile's share of the need
+        smaller = min(int(auto.max_pixels * 0.95), auto.max_pixels - int((need - budget) / cost))
+        auto = AutoTile(max(smaller, 0), overlap)
     return ImagePlan(auto, staged)
 
 
 def deblur_file(model: Engine, source: Path, target: Path, *, tile: Tile = None, overlap: int = DEFAULT_OVERLAP,
-                max_memory_gb: float = DEFAULT_MAX_MEMORY_GB) -> tuple[int, int]:
-    """Deblur one image file into a PNG within ``max_memory_gb`` (:func:`plan_image`); returns its (height, width).
+                max_memory_gb: float = DEFAULT_MAX_MEMORY_GB, base: int = 0) -> tuple[int, int]:
+    """Deblur one image file into a PNG within ``max_memory_gb`` (:func:`plan_image`; ``base`` bytes of it
+    are the process's own); returns its (height, width).
 
-    The output is made block by block (:func:`mrfnet.infer.tiling.deblur_with`) and written band by band
+    An image that cannot fit is refused from its header (:func:`read_header`), before it is decoded: the
+    reader decodes whole images (OpenCV, as PIL, has no row-by-row decoding). The output is made block by
+    block (:func:`mrfnet.infer.tiling.deblur_with`) and written band by band
     (:func:`data_prep.images.write_png_bands`): whole or not at all, whatever stops the process.
     """
+    header = read_header(source)
+    if header is not None:
+        plan_image(model, tile, header.height, header.width, header.held, overlap=overlap,
+                   max_memory_gb=max_memory_gb, base=base, decode=header.decode_bytes, name=str(source))
+        if header.decode_bytes > SAY_DECODING_BYTES:
+            log.info("%s: decoding %dx%d (about %s)", source.name, header.width, header.height,
+                     gigabytes(header.decode_bytes))
     image = read_image(source)
     height, width = image.bgr.shape[:2]
     held = image.bgr.nbytes + (0 if image.alpha is None else image.alpha.nbytes)
-    plan = plan_image(model, tile, height, width, held, overlap=overlap, max_memory_gb=max_memory_gb)
+    plan = plan_image(model, tile, height, width, held, overlap=overlap, max_memory_gb=max_memory_gb, base=base,
+                      name=str(source))
     shape = checked_shape(plan.tile, image.bgr, overlap, BLENDS[0])
     tiles = tile_count(height, width, shape, overlap)
     if tiles > 1:
@@ -199,33 +239,47 @@ def deblur_file(model: Engine, source: Path, target: Path, *, tile: Tile = None,
                             "degenerate", target, pixels.low)
             if not target.parent.exists():
                 log.info("creating output folder %s", target.parent)
-            write_png_bands(target, height, width, 1 if image.grey else 3 + (image.alpha is not None),
-                            output_bands(pixels, image))
+            with tqdm(total=height, desc=f"{source.name} (writing)", unit="row", leave=False,
+                      disable=tiles < PROGRESS_TILES) as bar:
+                write_png_bands(target, height, width, 1 if image.grey else 3 + (image.alpha is not None),
+                                output_bands(pixels, image, bar))
         finally:
             pixels.close()
     return height, width
 
 
-def output_bands(pixels: Pixels, source: LoadedImage) -> Iterator[np.ndarray]:
-    """The output's rows in bands of about :data:`WRITE_BYTES`, in the input's form (:func:`restore_form`)."""
+def output_bands(pixels: Pixels, source: LoadedImage, bar: tqdm | None = None) -> Iterator[np.ndarray]:
+    """The output's rows in bands of about :data:`WRITE_BYTES`, in the input's form (:func:`restore_form`),
+    counted on ``bar`` as they are taken."""
     step = max(1, WRITE_BYTES // (pixels.width * 3))
     for top in range(0, pixels.height, step):
-        yield restore_form(pixels.rows(top, min(top + step, pixels.height)), source, top)
+        band = restore_form(pixels.rows(top, min(top + step, pixels.height)), source, top)
+        yield band
+        if bar is not None:
+            bar.update(band.shape[0])
 
 
 def deblur_paths(model: Engine, plan: list[tuple[Path, Path]], *, tile: int | str = "auto",
                  overlap: int = DEFAULT_OVERLAP, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB
                  ) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Deblur every (input, output) pair of ``plan`` with a progress bar.
+    """Deblur every (input, output) pair of ``plan`` with a progress bar, within ``max_memory_gb`` of this
+    process's resident memory, what it holds already (:func:`resident_bytes`, the model loaded) and
+    :data:`FIRST_USE_BYTES` included; freed buffers go back to the system (:func:`give_back_freed_memory`).
 
-    Returns the outputs written and the inputs that could not be read (with why): one unreadable image of
-    a folder does not stop the others.
+    Returns the outputs written and the inputs that could not be read or do not fit (with why): one such
+    image of a folder does not stop the others.
     """
-    side = resolve_tile(model, tile, overlap, max_memory_gb)
+    give_back_freed_memory()
+    base = resident_bytes() + FIRST_USE_BYTES
+    if base >= max_memory_gb * 2**30:
+        raise InvalidValue(f"--max-memory-gb {max_memory_gb:g} is less than the {gigabytes(base)} this process "
+                           "takes before any image (Python, its libraries and the model): give more")
+    log.debug("%s of --max-memory-gb %g is this process's before any image", gigabytes(base), max_memory_gb)
+    side = resolve_tile(model, tile, overlap, max_memory_gb - base / 2**30)
     written, failed = [], []
     for source, target in tqdm(plan, desc="deblur", unit="image", disable=len(plan) < 2):
         try:
-            deblur_file(model, source, target, tile=side, overlap=overlap, max_memory_gb=max_memory_gb)
+            deblur_file(model, source, target, tile=side, overlap=overlap, max_memory_gb=max_memory_gb, base=base)
         except ValueError as exc:
             if len(plan) == 1:
                 raise

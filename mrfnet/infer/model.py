@@ -91,6 +91,14 @@ class Model:
         return pixels_for_budget(per_pixel, estimate.parameters, max_memory_gb)
 
 
+def forward_costs(model: Engine) -> tuple[float, float]:
+    """(fixed bytes, bytes per input pixel) of ``model``'s forward, by the same count that sizes its tiles:
+    :meth:`Engine.max_tile_pixels` inverted (it is linear in the budget)."""
+    low, high = model.max_tile_pixels(64.0), model.max_tile_pixels(128.0)
+    per_pixel = 64 * 2**30 / max(high - low, 1)
+    return 64 * 2**30 - low * per_pixel, per_pixel
+
+
 def resolve_tile(model: Engine, tile: int | str | None, overlap: int, max_memory_gb: float) -> Tile:
     """What to tile with: None (whole images) for 0 or None, an :class:`AutoTile` within ``max_memory_gb`` for
     "auto", else square tiles of ``tile`` pixels."""
