@@ -48,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        if not launched_by_mpi():  # under MPI the ranks share the cores out (mrfnet.train.ranks)
-            choose_threads(os.environ)  # before any Caffe loads: the free cores of a shared machine
+        # before any Caffe loads: the free cores of a shared machine, measured (a quarter of a second) for the
+        # commands that compute (``computes``, True unless a command says otherwise); under MPI the ranks share
+        # the cores out (mrfnet.train.ranks)
+        if getattr(args, "computes", True) and not launched_by_mpi():
+            choose_threads(os.environ)
         return args.run(args)
     except USER_ERRORS as exc:
         if args.verbose:  # -v: where it was raised, too

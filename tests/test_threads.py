@@ -46,3 +46,17 @@ def test_a_core_kept_busy_elsewhere_is_left_to_its_process():
     finally:
         spinner.terminate()
         spinner.join()
+
+
+def test_only_the_commands_that_compute_measure_the_free_cores(monkeypatch, tmp_path):
+    """The quarter-second measurement is for commands that run Caffe; reports, tables, logs and solver files
+    start without it."""
+    from mrfnet import cli
+
+    measured = []
+    monkeypatch.setattr(cli, "choose_threads", lambda environ: measured.append(True))
+    assert cli.main(["solver", "--variant", "mrfnet", "--out", str(tmp_path / "solver.prototxt")]) == 0
+    assert cli.main(["report", str(tmp_path)]) == 1  # no results.json there: a one-line error, still not measured
+    assert measured == []
+    assert cli.main(["data-prep", "--source", "gopro"]) == 1  # a computing command measures first (no --root)
+    assert measured == [True]

@@ -17,4 +17,4 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("plot-log", help="parse a run's Caffe log into CSV and draw it",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN", type=Path, help="run folder (or a Caffe log file)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, computes=False)  # no Caffe work: the free cores are not measured

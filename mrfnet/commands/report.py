@@ -19,4 +19,4 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("report", help="redraw a reproduction report from its results.json",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("report_dir", type=Path, help="a folder written by `mrfnet reproduce`")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, computes=False)  # no Caffe work: the free cores are not measured

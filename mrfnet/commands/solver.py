@@ -53,4 +53,4 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=0, help="Caffe's random_seed")
     parser.add_argument("--net", help="net path written into the solver")
     parser.add_argument("--out", type=Path, help="output file (default solvers/<variant>_<dataset>.prototxt)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, computes=False)  # no Caffe work: the free cores are not measured

@@ -29,4 +29,4 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pick", choices=PICKS, default="last",
                         help="which snapshot of a run: the last, or the best PSNR on the test set (default: last)")
     parser.add_argument("--out", type=Path, help="write OUT.md and OUT.csv too (default: print only)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, computes=False)  # no Caffe work: the free cores are not measured
