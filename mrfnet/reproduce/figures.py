@@ -4,6 +4,7 @@ the speed of each variant against its quality."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from data_prep.atomic import atomic_output
 from mrfnet.reproduce.claims import HEADLINE, smooth
@@ -27,6 +28,13 @@ def _figure():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt: Any, figure: Any, path: Path) -> None:
+    """Write ``figure`` whole or not at all (data_prep.atomic) and free it."""
+    with atomic_output(path) as partial:
+        figure.savefig(partial)
+    plt.close(figure)
 
 
 def _colour(run: str) -> str | None:
@@ -53,9 +61,7 @@ def plot_losses(curves: dict[str, dict[str, list[float]]], runs: list[str], path
         axes.set_yscale("log")
         axes.set_title(title)
         axes.legend(fontsize=7)
-        with atomic_output(path) as partial:
-            figure.savefig(partial)
-        plt.close(figure)
+        _save(plt, figure, path)
 
 
 def plot_val(curves: dict[str, dict[str, list[float]]], runs: list[str], path: Path) -> None:
@@ -74,9 +80,7 @@ def plot_val(curves: dict[str, dict[str, list[float]]], runs: list[str], path: P
             axes.set_ylabel("val PSNR gain over the blurry input (dB)")
             axes.set_title(title)
             axes.legend(fontsize=7)
-        with atomic_output(path) as partial:
-            figure.savefig(partial)
-        plt.close(figure)
+        _save(plt, figure, path)
 
 
 
@@ -103,6 +107,4 @@ def plot_speed_quality(points: dict[str, list[tuple[float, float]]], inference: 
         left.set_title("quality against training time (each seed)")
         right.set_title("quality against inference time (mean over seeds)")
         left.legend(fontsize=7)
-        with atomic_output(path) as partial:
-            figure.savefig(partial)
-        plt.close(figure)
+        _save(plt, figure, path)
