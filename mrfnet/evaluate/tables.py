@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mrfnet.evaluate.scoring import load_summary
+from mrfnet.evaluate.score_files import load_summary
 from mrfnet.runtime.errors import InvalidValue
 from mrfnet.runtime.markdown import markdown_table
 
