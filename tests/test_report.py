@@ -220,3 +220,20 @@ def test_reproduce_quick_again_reuses_the_data_and_the_finished_runs(quick_job, 
     assert again["seconds"]["train"] < quick_job.results["seconds"]["train"]
     assert {name: run["val"] for name, run in again["runs"].items()} == \
         {name: run["val"] for name, run in quick_job.results["runs"].items()}  # the same finished runs
+
+
+def test_real_blur_gains_are_grouped_by_measured_blur_length(tmp_path):
+    from mrfnet.reproduce.real_blur import gains_by_blur
+
+    lmdb = tmp_path / "test_lmdb"
+    lmdb.mkdir()
+    lengths = {"a": 1.0, "b": 4.0, "c": 7.5, "d": 30.0, "e": None}
+    (lmdb / "meta_info.jsonl").write_text("".join(
+        json.dumps({"key": key, "frames": {"blur_px": blur}}) + "\n" for key, blur in lengths.items()))
+    rows = {"a": (30.0, 32.0), "b": (31.0, 32.0), "c": (29.0, 28.0), "d": (25.0, 25.5), "e": (1.0, 2.0)}
+    (tmp_path / "images.csv").write_text("name,psnr,blur_psnr\n" + "".join(
+        f"{key},{psnr},{blur}\n" for key, (psnr, blur) in rows.items()))
+    assert gains_by_blur(tmp_path / "images.csv", lmdb) == [
+        {"from_px": 0.0, "to_px": 5.0, "pairs": 2, "gain_db": -1.5},
+        {"from_px": 5.0, "to_px": 10.0, "pairs": 1, "gain_db": 1.0},
+        {"from_px": 10.0, "to_px": None, "pairs": 1, "gain_db": -0.5}]

@@ -24,7 +24,7 @@ from mrfnet.reproduce.blur_lengths import score_lengths
 from mrfnet.reproduce.budgets import PAPER_VARIANTS, PROFILES, Budget, RunSpec, headline_motion, run_plan
 from mrfnet.reproduce.claims import HEADLINE, read_curve
 from mrfnet.reproduce.datasets import data_dir, prepare_all
-from mrfnet.reproduce.real_blur import prepare_real_blur, real_blur_facts
+from mrfnet.reproduce.real_blur import gains_by_blur, prepare_real_blur, real_blur_facts
 from mrfnet.reproduce.report import CURVES, REPORT, RESULTS, summary_lines, write_report
 from mrfnet.runtime.caffe_env import run_isolated
 from mrfnet.runtime.doctor import probe_caffe
@@ -195,7 +195,8 @@ def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, com
         "settings": asdict(budget), "data": _records(datasets["data"]),
         "headline_data": _records(datasets["headline"]), "blur_lengths": lengths,
         "photographs": photographs(), "table1": sizes, "runs": runs, "val_blurry": val_blurry, "test": test,
-        "test_real": test_real, "real_blur": real_blur_facts(real),
+        "test_real": test_real, "real_blur": {**real_blur_facts(real), "by_blur": gains_by_blur(
+            work_dir / "scores" / "real" / HEADLINE / "images.csv", work_dir / "data-real" / "test_lmdb")},
         "timing": timing, "timing_note": timing_note, "memory": memory, "memory_rss": timed.memory_rss,
         "memory_note": memory_note,
         "montages": montages + real_montages, "seconds": stages.seconds,

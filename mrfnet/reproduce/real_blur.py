@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from data_prep.build import build_dataset
 from data_prep.frames import DEFAULT_GAMMA
+from data_prep.lmdb_writer import META_INFO
 from data_prep.options import BuildOptions
 from data_prep.sources import EMBEDDED_VIDEO
 
@@ -56,3 +59,24 @@ def real_blur_facts(summary: dict[str, Any]) -> dict[str, Any]:
             "gopro_fps": GOPRO_FPS, "pairs": summary["splits"]["test"]["records"], **frames,
             "span_ms": round(1000 * (frames["average"] - 1) / CLIP_FPS),
             "virtual_fps": CLIP_FPS * (frames["interpolate"] + 1), **summary["splits"]["test"]["motion"]}
+
+
+BLUR_BANDS = ((0.0, 5.0), (5.0, 10.0), (10.0, math.inf))  # blur lengths in px: the demo trains on 5 px motion
+
+
+def gains_by_blur(images_csv: Path, test_lmdb: Path) -> list[dict[str, Any]]:
+    """The headline's mean PSNR gain on the real-blur pairs grouped by their measured blur length (meta_info's
+    ``blur_px``; `mrfnet score`'s images.csv by record key): where it helps and where it harms."""
+    blur = {}
+    for line in (test_lmdb / META_INFO).read_text().splitlines():
+        record = json.loads(line)
+        blur[record["key"]] = (record.get("frames") or {}).get("blur_px")
+    with images_csv.open() as file:
+        rows = [(blur.get(row["name"]), float(row["psnr"]) - float(row["blur_psnr"])) for row in csv.DictReader(file)]
+    bands = []
+    for low, high in BLUR_BANDS:
+        gains = [gain for length, gain in rows if length is not None and low <= length < high]
+        if gains:
+            bands.append({"from_px": low, "to_px": None if math.isinf(high) else high, "pairs": len(gains),
+                          "gain_db": sum(gains) / len(gains)})
+    return bands
