@@ -65,6 +65,8 @@ FULL = Budget(
 # The long profile (issue 27): every ablation run over three seeds until its curve flattens, the headline on
 # blur up to 15 px scored at 5, 10 and 15 px. Sized on the DNNL engine's measured steps (the demo's report:
 # 0.33 s per headline iteration with validation, 0.16-0.58 s per ablation iteration): about 2.5 hours.
+# MRFNet's 1,000-iteration runs at 48x48 ended flat (last-quarter rise under 0.05 dB); the scale loss keeps the
+# default coarse rate and uniform weights, its best chance as measured (docs/architecture.md, "Profiles").
 LONG = Budget(
     headline_iterations=8000, ablation_iterations=1000, seeds=(0, 1, 2), batch_size=4, crop_size=64,
     ablation_crop_size=48, patch_size=96, copies=1, test_copies=8, max_motion=5, base_lr=5e-4, halvings=3,
