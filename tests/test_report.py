@@ -135,6 +135,27 @@ def test_compare_has_a_floor():
     assert (difference, noise, verdict) == (pytest.approx(0.95), pytest.approx(0.2), CONFIRMED)
 
 
+def test_a_headline_with_its_own_data_needs_its_own_blur():
+    """Its data folder is named by its blur, so own copies or augmentation on the ablation's blur would clash."""
+    from dataclasses import replace
+
+    from mrfnet.reproduce.budgets import QUICK
+
+    with pytest.raises(ValueError, match="headline_max_motion"):
+        replace(QUICK, headline_max_motion=None)
+    assert replace(QUICK, headline_copies=None, headline_augment=False, headline_max_motion=None)
+
+
+def test_work_seconds_count_runs_trained_by_an_earlier_call_from_their_curves():
+    from mrfnet.reproduce.job import work_seconds
+
+    seconds = {"total": 400.0, "train": 100.0}
+    runs = {"a": {"trained_seconds": 900.0, "seconds": 0.1}, "b": {"trained_seconds": 95.0, "seconds": 99.0},
+            "c": {"trained_seconds": None, "seconds": 3.0}}
+    assert work_seconds(seconds, runs) == 400.0 - 100.0 + 998.0
+    assert work_seconds({"total": 400.0, "train": 100.0}, {"b": runs["b"]}) == 400.0  # nothing reused
+
+
 def test_a_folder_without_results_is_a_clear_error(tmp_path, caplog, capsys):
     from mrfnet.cli import main
 

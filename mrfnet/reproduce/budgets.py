@@ -49,9 +49,17 @@ class Budget:
     minutes: int  # what the whole job takes on the 2-core development machine, said when it starts
     real_blur: RealBlur = RealBlur()
     headline_max_motion: int | None = None  # the headline's own, longer blur (None: max_motion, the ablation's data)
+    headline_copies: int | None = None  # blur draws per patch of the headline's own train/val data (None: copies)
+    headline_augment: bool = False  # flips, rotations and colour changes of the headline's own training patches
     blur_lengths: tuple[int, ...] = ()  # exact motion lengths the headline is scored at, beside the linear filter
     coarse_output_lr_mult: float = OUTPUT_LR_MULT  # the scale-loss runs' coarse output convolutions (netgen)
     flat_db: float = 0.05  # a run's val curve is flat when its gain rose less than this over its last quarter
+
+    def __post_init__(self) -> None:
+        own_data = self.headline_copies not in (None, self.copies) or self.headline_augment
+        if own_data and self.headline_max_motion in (None, self.max_motion):
+            raise ValueError("a headline with its own copies or augmentation needs its own headline_max_motion: "
+                             "its data folder is named by its blur (mrfnet.reproduce.datasets.data_dir)")
 
 
 FULL = Budget(
@@ -72,8 +80,8 @@ LONG = Budget(
     ablation_crop_size=48, patch_size=96, copies=1, test_copies=8, max_motion=5, base_lr=5e-4, halvings=3,
     loss_schedule="uniform", headline_validations=16, ablation_validations=8, val_limit=None,
     timing_sizes=((256, 256), (720, 1280)), timing_repeats=1, memory_batches=tuple(PAPER_TABLE_III), memory_side=256,
-    memory_run=True, caffe_time=False, precision="fp32", minutes=150, headline_max_motion=15,
-    blur_lengths=(5, 10, 15))
+    memory_run=True, caffe_time=False, precision="fp32", minutes=150, headline_max_motion=15, headline_copies=8,
+    headline_augment=True, blur_lengths=(5, 10, 15))
 
 
 # The few-minute version the tests run: every stage and code path of the long profile, on tiny budgets.
@@ -82,7 +90,8 @@ QUICK = Budget(
     patch_size=48, copies=1, test_copies=1, max_motion=5, base_lr=2e-4, halvings=3, loss_schedule="uniform",
     headline_validations=2, ablation_validations=2, val_limit=8, timing_sizes=((64, 64),), timing_repeats=1,
     memory_batches=tuple(PAPER_TABLE_III), memory_side=64, memory_run=True, caffe_time=False, precision="fp32",
-    minutes=5, real_blur=RealBlur(step=25), headline_max_motion=10, blur_lengths=(5, 10))
+    minutes=5, real_blur=RealBlur(step=25), headline_max_motion=10, headline_copies=2, headline_augment=True,
+    blur_lengths=(5, 10))
 
 
 # --profile NAME -> its budget and the name of its report folder (reports/<name>/).
@@ -123,4 +132,9 @@ def run_plan(budget: Budget) -> dict[str, RunSpec]:
 
 def headline_motion(budget: Budget) -> int:
     """The longest motion blur the headline trains on."""
-    return budget.headline_max_motion or budget.max_motion
+    return budget.max_motion if budget.headline_max_motion is None else budget.headline_max_motion
+
+
+def headline_copies(budget: Budget) -> int:
+    """Blur draws of each patch of the headline's training and val data."""
+    return budget.copies if budget.headline_copies is None else budget.headline_copies

@@ -11,7 +11,7 @@ from typing import Any
 
 from data_prep.build import SUMMARY, build_dataset
 from data_prep.options import BuildOptions
-from mrfnet.reproduce.budgets import Budget
+from mrfnet.reproduce.budgets import Budget, headline_copies, headline_motion
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +28,21 @@ def length_dir(work_dir: Path, length: int) -> Path:
 
 
 def prepare_data(work_dir: Path, budget: Budget, max_motion: int, min_motion: int | None = None,
-                 out: Path | None = None) -> dict[str, Any]:
+                 out: Path | None = None, copies: int | None = None, augment: bool = False) -> dict[str, Any]:
     """The embedded LMDBs with motion blur of ``min_motion``..``max_motion`` pixels (min: the recipe's
-    shortest), built into ``out`` (default :func:`data_dir`) unless it already holds them; their summary."""
+    shortest), ``copies`` blur draws per patch (default: the budget's) and, with ``augment``, augmented training
+    patches, built into ``out`` (default :func:`data_dir`) unless it already holds them; their summary."""
     data = out or data_dir(work_dir, budget, max_motion)
-    options = BuildOptions(source="embedded", out=data, patch_size=budget.patch_size, copies=budget.copies,
-                           test_copies=budget.test_copies, max_motion=max_motion, blur_per="patch", force=True,
+    options = BuildOptions(source="embedded", out=data, patch_size=budget.patch_size,
+                           copies=budget.copies if copies is None else copies, test_copies=budget.test_copies,
+                           max_motion=max_motion, blur_per="patch", augment=augment, force=True,
                            **({} if min_motion is None else {"min_motion": min_motion}))
     summary_path = data / SUMMARY
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
         wanted = {"patch_size": options.patch_size, "copies": options.copies, "test_copies": options.test_copies,
-                  "max_motion": options.max_motion, "min_motion": options.min_motion, "blur_per": options.blur_per}
+                  "max_motion": options.max_motion, "min_motion": options.min_motion, "blur_per": options.blur_per,
+                  "augment": options.augment}
         if all(summary.get(key) == value for key, value in wanted.items()):
             log.info("reusing the embedded data in %s", data)
             return summary
@@ -47,11 +50,13 @@ def prepare_data(work_dir: Path, budget: Budget, max_motion: int, min_motion: in
     return build_dataset(options)
 
 
-def prepare_all(work_dir: Path, budget: Budget, headline_motion: int) -> dict[str, Any]:
+def prepare_all(work_dir: Path, budget: Budget) -> dict[str, Any]:
     """Every dataset of a profile: {"data": the ablation's summary, "headline": the headline's (the same one
-    when it trains on the ablation's blur), "lengths": {length: summary}}."""
+    when it trains on the ablation's data), "lengths": {length: summary}}."""
     data = prepare_data(work_dir, budget, budget.max_motion)
-    headline = data if headline_motion == budget.max_motion else prepare_data(work_dir, budget, headline_motion)
+    motion = headline_motion(budget)
+    headline = data if motion == budget.max_motion else prepare_data(
+        work_dir, budget, motion, copies=headline_copies(budget), augment=budget.headline_augment)
     lengths = {length: prepare_data(work_dir, budget, length, length, out=length_dir(work_dir, length))
                for length in budget.blur_lengths}
     return {"data": data, "headline": headline, "lengths": lengths}

@@ -23,6 +23,7 @@ from mrfnet.evaluate.testsets import open_test_set
 from mrfnet.reproduce.blur_lengths import score_lengths
 from mrfnet.reproduce.budgets import PAPER_VARIANTS, PROFILES, Budget, RunSpec, headline_motion, run_plan
 from mrfnet.reproduce.claims import HEADLINE, read_curve
+from mrfnet.reproduce.convergence import training_seconds
 from mrfnet.reproduce.datasets import data_dir, prepare_all
 from mrfnet.reproduce.real_blur import gains_by_blur, prepare_real_blur, real_blur_facts
 from mrfnet.reproduce.report import CURVES, REPORT, RESULTS, summary_lines, write_report
@@ -81,14 +82,12 @@ def table1() -> dict[str, Any]:
 
 
 def train_run(work_dir: Path, name: str, spec: RunSpec, budget: Budget, records: int) -> Path:
-    """Train one run to its budget: reuse it when finished, resume it when interrupted."""
+    """Train one run to its budget: reuse it when finished, resume it when interrupted, train it again when its
+    folder holds a run of other settings (another recipe or data)."""
     run_dir = work_dir / "runs" / name
     final = run_dir / SNAPSHOT_DIR / f"{spec.variant}_iter_{spec.iterations}.caffemodel"
-    if final.is_file():
-        log.info("%s: already trained (%s)", name, final)
-        return final
     epochs = spec.iterations * budget.batch_size / records
-    options = TrainOptions(variant=spec.variant, data=str(data_dir(work_dir, budget, spec.max_motion)),
+    options = TrainOptions(variant=spec.variant, data=str(data_dir(work_dir, budget, spec.max_motion).resolve()),
                            run_dir=str(run_dir),
                            batch_size=budget.batch_size, crop_size=spec.crop_size, epochs=epochs,
                            iterations=spec.iterations, base_lr=budget.base_lr,
@@ -96,9 +95,12 @@ def train_run(work_dir: Path, name: str, spec: RunSpec, budget: Budget, records:
                            snapshot_every=spec.iterations, loss_schedule=spec.loss_schedule, seed=spec.seed,
                            val_every=max(1, spec.iterations // spec.validations), val_limit=budget.val_limit,
                            precision=budget.precision, coarse_output_lr_mult=spec.coarse_output_lr_mult)
-    if run_dir.exists() and _stored_options(run_dir) != asdict(options):
+    if run_dir.exists() and _stored_options(run_dir) != asdict(options):  # data as the run stores it: resolved
         log.info("%s: the run folder holds a run of another plan: training it again", name)
         shutil.rmtree(run_dir)
+    if final.is_file():
+        log.info("%s: already trained (%s)", name, final)
+        return final
     if run_dir.exists():
         log.info("%s: resuming from its newest snapshot that verifies", name)
         with holding(run_dir):  # a `mrfnet train --resume` of it meanwhile is refused, naming this process
@@ -169,7 +171,7 @@ def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, com
         shutil.rmtree(report_dir / CURVES)  # curves of an older plan must not linger
     (report_dir / CURVES).mkdir(parents=True)
     with stages.stage("data"):
-        datasets = prepare_all(work_dir, budget, headline_motion(budget))
+        datasets = prepare_all(work_dir, budget)
         real = prepare_real_blur(work_dir, budget.real_blur)
     with stages.stage("table1"):
         sizes = table1()
@@ -189,6 +191,7 @@ def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, com
                               caffe_time=budget.caffe_time, run_training=budget.memory_run)
     timing, memory, timing_note, memory_note = timed
     total = stages.total()
+    stages.seconds["work"] = work_seconds(stages.seconds, runs)
     results = {
         "name": name, "command": command, "date": datetime.date.today().isoformat(), "machine": machine(),
         "engine": convolution_engine(),
@@ -210,6 +213,13 @@ def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, com
     return report_dir
 
 
+def work_seconds(seconds: dict[str, float], runs: dict[str, dict[str, Any]]) -> float:
+    """The whole profile's wall time as if it had run in one call: this call's stages, with the training stage
+    counted from each run's curve, so runs trained by an earlier, interrupted call are counted where they ran."""
+    trained = sum(run["trained_seconds"] or run["seconds"] for run in runs.values())
+    return round(seconds["total"] - seconds["train"] + max(trained, seconds["train"]), 1)
+
+
 def _records(summary: dict[str, Any]) -> dict[str, int]:
     return {split: info["records"] for split, info in summary["splits"].items()}
 
@@ -226,7 +236,8 @@ def _train_runs(work_dir: Path, report_dir: Path, budget: Budget,
         shutil.copyfile(run_dir / PROGRESS, report_dir / CURVES / f"{run_name}.csv")
         runs[run_name] = {**asdict(spec), "caffemodel": os.path.relpath(caffemodel, work_dir),
                           "val": final_val(run_dir, spec.iterations),
-                          "seconds": round(time.monotonic() - run_started, 1)}
+                          "seconds": round(time.monotonic() - run_started, 1),  # ~0 when reused
+                          "trained_seconds": training_seconds(read_curve(run_dir / PROGRESS))}
     return runs
 
 

@@ -49,7 +49,7 @@ def _intro(results: dict[str, Any]) -> list[str]:
     splits = "; ".join(f"{split}: {', '.join(names)}" for split, names in photos.items())
     return [f"# MRFNet reproduction report: {results['name']}", "",
             f"Made by `{results['command']}` on {results['date']}, {results['machine']}; "
-            f"{results['seconds']['total']:.0f} s in all. Convolutions ran on "
+            f"{_wall_time(results['seconds'])}. Convolutions ran on "
             f"{results.get('engine', 'Caffe (engine not recorded)')} in {settings.get('precision', 'fp32')}.", "",
             f"**Small-budget CPU results.** The headline MRFNet trained {settings['headline_iterations']} "
             f"iterations (batch {settings['batch_size']}, {settings['crop_size']}x{settings['crop_size']} crops, "
@@ -65,14 +65,28 @@ def _intro(results: dict[str, Any]) -> list[str]:
             "on GOPRO/VisDrone with four GPUs: absolute numbers here are not comparable to its tables.", ""]
 
 
+def _wall_time(seconds: dict[str, float]) -> str:
+    """The job's wall time; where runs were trained by an earlier, interrupted call, also the whole profile's
+    (their training counted from their curves)."""
+    work = seconds.get("work", seconds["total"])
+    if work - seconds["total"] < 60:
+        return f"{seconds['total']:.0f} s in all"
+    return (f"{work:.0f} s of work in all ({work / 3600:.1f} h; this call {seconds['total']:.0f} s, the runs "
+            "trained by an earlier, interrupted call counted from their curves)")
+
+
 def _headline_data(results: dict[str, Any]) -> str:
     """The headline's own training data, where a profile gives it a longer blur than the ablation's."""
     motion, data = results["settings"].get("headline_max_motion"), results.get("headline_data")
     if not motion or motion == results["settings"]["max_motion"] or not data:
         return ""
+    settings = results["settings"]
+    copies = settings.get("headline_copies") or settings["copies"]
+    draws = f", {copies} blur draws of each patch" if copies > 1 else ""
+    augmented = ", augmented (flips, rotations, colour)" if settings.get("headline_augment") else ""
     return (f" The headline trained on its own set of the same photographs with motion blur up to {motion} px "
-            f"({data['train']} training patches; its val and test scores are on that set's {data['val']} val "
-            f"patches and {data['test']} test images).")
+            f"({data['train']} training patches{draws}{augmented}; its val and test scores are on that set's "
+            f"{data['val']} val patches and {data['test']} test images).")
 
 
 def _score_row(label: str, count: int | str, blurry: dict[str, float], model: dict[str, float]) -> list[str]:
