@@ -4,16 +4,12 @@ blur length that the headline is scored at."""
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 from typing import Any
 
-from data_prep.build import SUMMARY, build_dataset
 from data_prep.options import BuildOptions
 from mrfnet.reproduce.budgets import Budget, headline_copies, headline_motion
-
-log = logging.getLogger(__name__)
+from mrfnet.reproduce.built_data import reuse_or_build
 
 
 def data_dir(work_dir: Path, budget: Budget, max_motion: int) -> Path:
@@ -37,17 +33,8 @@ def prepare_data(work_dir: Path, budget: Budget, max_motion: int, min_motion: in
                            copies=budget.copies if copies is None else copies, test_copies=budget.test_copies,
                            max_motion=max_motion, blur_per="patch", augment=augment, force=True,
                            **({} if min_motion is None else {"min_motion": min_motion}))
-    summary_path = data / SUMMARY
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        wanted = {"patch_size": options.patch_size, "copies": options.copies, "test_copies": options.test_copies,
-                  "max_motion": options.max_motion, "min_motion": options.min_motion, "blur_per": options.blur_per,
-                  "augment": options.augment}
-        if all(summary.get(key) == value for key, value in wanted.items()):
-            log.info("reusing the embedded data in %s", data)
-            return summary
-        log.info("the embedded data in %s was built with other settings: rebuilding it", data)
-    return build_dataset(options)
+    return reuse_or_build(options, {key: getattr(options, key) for key in (
+        "patch_size", "copies", "test_copies", "max_motion", "min_motion", "blur_per", "augment")})
 
 
 def prepare_all(work_dir: Path, budget: Budget) -> dict[str, Any]:

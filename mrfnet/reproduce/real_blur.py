@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from data_prep.build import build_dataset
 from data_prep.frames import DEFAULT_GAMMA
 from data_prep.lmdb_writer import META_INFO
 from data_prep.options import BuildOptions
 from data_prep.sources import EMBEDDED_VIDEO
+from mrfnet.reproduce.built_data import reuse_or_build
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +38,8 @@ class RealBlur:
 
 def prepare_real_blur(work_dir: Path, settings: RealBlur) -> dict[str, Any]:
     """The real-blur test LMDB (the bundled clip, frame-averaged), built once per work folder."""
-    data = work_dir / "data-real"
-    summary_path = data / "summary.json"
-    wanted = {**asdict(settings), "gamma": DEFAULT_GAMMA}
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("frames") == wanted:
-            log.info("reusing the real-blur test data in %s", data)
-            return summary
-        log.info("the real-blur data in %s was built with other settings: rebuilding it", data)
-    return build_dataset(BuildOptions(source="embedded-video", out=data, force=True, **asdict(settings)))
+    options = BuildOptions(source="embedded-video", out=work_dir / "data-real", force=True, **asdict(settings))
+    return reuse_or_build(options, {"frames": {**asdict(settings), "gamma": DEFAULT_GAMMA}})
 
 
 def real_blur_facts(summary: dict[str, Any]) -> dict[str, Any]:
