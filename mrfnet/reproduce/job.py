@@ -178,6 +178,8 @@ def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, com
     with stages.stage("train"):
         runs = _train_runs(work_dir, report_dir, budget, datasets)
     val_blurry = blurry_val(work_dir / "runs" / HEADLINE)
+    ablation = next(run for run in runs if run != HEADLINE)  # every ablation run validates on the same data
+    ablation_val_blurry = blurry_val(work_dir / "runs" / ablation)
     with stages.stage("score"):
         headline = work_dir / runs[HEADLINE]["caffemodel"]
         test, montages = _score_headline(work_dir, report_dir, headline, "test",
@@ -197,7 +199,8 @@ def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, com
         "engine": convolution_engine(),
         "settings": asdict(budget), "data": _records(datasets["data"]),
         "headline_data": _records(datasets["headline"]), "blur_lengths": lengths,
-        "photographs": photographs(), "table1": sizes, "runs": runs, "val_blurry": val_blurry, "test": test,
+        "photographs": photographs(), "table1": sizes, "runs": runs, "val_blurry": val_blurry,
+        "ablation_val_blurry": ablation_val_blurry, "test": test,
         "test_real": test_real, "real_blur": {**real_blur_facts(real), "by_blur": gains_by_blur(
             work_dir / "scores" / "real" / HEADLINE / "images.csv", work_dir / "data-real" / "test_lmdb")},
         "timing": timing, "timing_note": timing_note, "memory": memory, "memory_rss": timed.memory_rss,

@@ -162,6 +162,7 @@ def _score_sections(results: dict[str, Any]) -> list[str]:
                 continue
             rows.append([variant, label, " / ".join(f"{v:.2f}" for v in psnr.values), psnr.text(),
                          ssim.text(4), _paper_scores(variant) if group == "l2" else "-"])
+    blurry = results.get("ablation_val_blurry", blurry)  # the headline's val, where it has no data of its own
     if rows and blurry:
         out += ["## Table V analogue: the ablation on val, over seeds", "",
                 markdown_table(["variant", "loss", "val PSNR per seed", "mean ± half-spread", "val SSIM",
