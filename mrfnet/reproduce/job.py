@@ -218,7 +218,7 @@ def _reproduce(name: str, work_dir: Path, report_root: Path, budget: Budget, com
 
 def work_seconds(seconds: dict[str, float], runs: dict[str, dict[str, Any]]) -> float:
     """The whole profile's wall time as if it had run in one call: this call's stages, with the training stage
-    counted from each run's curve, so runs trained by an earlier, interrupted call are counted where they ran."""
+    counted from each run's curve, so runs trained by earlier calls (the job resumes run by run) count too."""
     trained = sum(run["trained_seconds"] or run["seconds"] for run in runs.values())
     return round(seconds["total"] - seconds["train"] + max(trained, seconds["train"]), 1)
 

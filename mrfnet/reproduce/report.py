@@ -66,13 +66,13 @@ def _intro(results: dict[str, Any]) -> list[str]:
 
 
 def _wall_time(seconds: dict[str, float]) -> str:
-    """The job's wall time; where runs were trained by an earlier, interrupted call, also the whole profile's
-    (their training counted from their curves)."""
+    """The job's wall time; where runs were trained by earlier calls of the job (it resumes run by run), also the
+    whole profile's, their training counted from their curves."""
     work = seconds.get("work", seconds["total"])
     if work - seconds["total"] < 60:
         return f"{seconds['total']:.0f} s in all"
     return (f"{work:.0f} s of work in all ({work / 3600:.1f} h; this call {seconds['total']:.0f} s, the runs "
-            "trained by an earlier, interrupted call counted from their curves)")
+            "trained by earlier calls counted from their curves)")
 
 
 def _headline_data(results: dict[str, Any]) -> str:
