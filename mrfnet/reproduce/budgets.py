@@ -74,13 +74,15 @@ FULL = Budget(
 # blur up to 15 px scored at 5, 10 and 15 px. Sized on the DNNL engine's measured steps (the demo's report:
 # 0.33 s per headline iteration with validation, 0.16-0.58 s per ablation iteration): about 2.5 hours.
 # MRFNet's 1,000-iteration runs at 48x48 ended flat (last-quarter rise under 0.05 dB); the scale loss keeps the
-# default coarse rate and uniform weights, its best chance as measured (docs/architecture.md, "Profiles").
+# default coarse rate and uniform weights, its best chance as measured (docs/architecture.md, "Profiles"). The
+# headline's 8 blur draws per patch and augmentation: with one draw it learned its 608 fixed pairs and gained
+# less at every blur length (measured there, "Stronger blur"). Measured whole: 4,806 s (reports/embedded-cpu-long).
 LONG = Budget(
     headline_iterations=8000, ablation_iterations=1000, seeds=(0, 1, 2), batch_size=4, crop_size=64,
     ablation_crop_size=48, patch_size=96, copies=1, test_copies=8, max_motion=5, base_lr=5e-4, halvings=3,
     loss_schedule="uniform", headline_validations=16, ablation_validations=8, val_limit=None,
     timing_sizes=((256, 256), (720, 1280)), timing_repeats=1, memory_batches=tuple(PAPER_TABLE_III), memory_side=256,
-    memory_run=True, caffe_time=False, precision="fp32", minutes=150, headline_max_motion=15, headline_copies=8,
+    memory_run=True, caffe_time=False, precision="fp32", minutes=80, headline_max_motion=15, headline_copies=8,
     headline_augment=True, blur_lengths=(5, 10, 15))
 
 
