@@ -231,9 +231,10 @@ def _train_runs(work_dir: Path, report_dir: Path, budget: Budget,
                 datasets: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Train (or reuse, or resume) every run of the plan; each one's curve goes into the report folder."""
     runs: dict[str, dict[str, Any]] = {}
+    by_motion = {budget.max_motion: datasets["data"], headline_motion(budget): datasets["headline"]}  # as data_dir
     for run_name, spec in run_plan(budget).items():
         run_started = time.monotonic()
-        summary = datasets["data" if spec.max_motion == budget.max_motion else "headline"]
+        summary = by_motion[spec.max_motion]
         caffemodel = train_run(work_dir, run_name, spec, budget, summary["splits"]["train"]["records"])
         run_dir = work_dir / "runs" / run_name
         shutil.copyfile(run_dir / PROGRESS, report_dir / CURVES / f"{run_name}.csv")
