@@ -1,6 +1,6 @@
 """The inference engines behind deblur, score and time: Caffe itself, or ONNX Runtime on the exported graph.
 
-Both present one interface (``load_weights``, ``predict``, ``deblur``, ``max_tile_pixels``,
+Both present one interface (``load_weights``, ``predict``, ``deblur``, ``forward_costs``, ``max_tile_pixels``,
 ``parameters``), and both tile by Caffe's memory estimate, so their outputs compare image for image.
 """
 
@@ -63,6 +63,9 @@ class ConvertedModel:
 
     def deblur(self, bgr: np.ndarray, **options: Any) -> np.ndarray:
         return self._session().deblur(bgr, **options)
+
+    def forward_costs(self) -> tuple[float, float]:
+        return self.caffe.forward_costs()
 
     def max_tile_pixels(self, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB) -> int:
         return self.caffe.max_tile_pixels(max_memory_gb)

@@ -124,13 +124,14 @@ class OnnxModel:
     def deblur(self, bgr: np.ndarray, **options: Any) -> np.ndarray:
         return to_uint8(self.predict(bgr, **options))
 
-    def max_tile_pixels(self, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB) -> int:
-        """Input pixels per tile within ``max_memory_gb``: by the Caffe estimate the exporter stored (so both
+    def forward_costs(self) -> tuple[float, float]:
+        """(fixed bytes, bytes per input pixel) of a forward pass: the Caffe estimate the exporter stored (so both
         engines cut an image into the same tiles), else by counting this graph's tensors."""
         if TILE_BYTES_PER_PIXEL in self.metadata:
-            per_pixel = float(self.metadata[TILE_BYTES_PER_PIXEL])
-            fixed = float(self.metadata.get(TILE_FIXED_BYTES, 0))
-        else:
-            per_pixel = _activation_bytes_per_pixel(self.proto)
-            fixed = 4.0 * self.parameters
+            return float(self.metadata.get(TILE_FIXED_BYTES, 0)), float(self.metadata[TILE_BYTES_PER_PIXEL])
+        return 4.0 * self.parameters, _activation_bytes_per_pixel(self.proto)
+
+    def max_tile_pixels(self, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB) -> int:
+        """Input pixels per tile within ``max_memory_gb`` (:meth:`forward_costs`)."""
+        fixed, per_pixel = self.forward_costs()
         return pixels_for_budget(per_pixel, fixed, max_memory_gb)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from data_prep.atomic import reporting_no_room
 from data_prep.images import FROM_16_BIT, IMAGE_SUFFIXES, LoadedImage, load_image, warn_left_out, write_png_bands
 from mrfnet.infer.image_memory import gigabytes, give_back_freed_memory, read_header, resident_bytes
-from mrfnet.infer.model import Engine, forward_costs, resolve_tile
+from mrfnet.infer.model import Engine, resolve_tile
 from mrfnet.infer.tiling import (
     BLENDS,
     DEFAULT_MAX_MEMORY_GB,
@@ -183,7 +183,7 @@ def plan_image(model: Engine, tile: Tile, height: int, width: int, held: int, *,
     if not isinstance(tile, AutoTile):
         return ImagePlan(tile, staged)
     kept = held + (0 if staged else output) + WRITE_BYTES * 3
-    fixed, per_pixel = forward_costs(model)
+    fixed, per_pixel = model.forward_costs()
     fixed, per_pixel = 0 if base else fixed, per_pixel * FORWARD_MARGIN  # the weights: loaded, so in ``base``
     padded = padded_size(height, width)
     auto = AutoTile(int(max(budget - kept - fixed, 0.0) / per_pixel), overlap)

@@ -42,6 +42,8 @@ class Engine(Protocol):
 
     def deblur(self, bgr: np.ndarray, **options: Any) -> np.ndarray: ...
 
+    def forward_costs(self) -> tuple[float, float]: ...
+
     def max_tile_pixels(self, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB) -> int: ...
 
 
@@ -83,20 +85,17 @@ class Model:
         """Caffe's forward memory for the net as shaped now (see :func:`memory_estimate`)."""
         return memory_estimate(self.net, self.info.proto)
 
-    def max_tile_pixels(self, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB) -> int:
-        """Input pixels whose forward pass fits ``max_memory_gb`` of Caffe memory (scaled from the net's shape now)."""
+    def forward_costs(self) -> tuple[float, float]:
+        """(fixed bytes, bytes per input pixel) of a forward pass in Caffe memory: the parameters, and the rest
+        of the estimate scaled from the net's input shape now."""
         estimate = self.memory()
         height, width = self.net.blobs[self.info.input_blob].data.shape[2:]
-        per_pixel = (estimate.total - estimate.parameters) / (height * width)
-        return pixels_for_budget(per_pixel, estimate.parameters, max_memory_gb)
+        return estimate.parameters, (estimate.total - estimate.parameters) / (height * width)
 
-
-def forward_costs(model: Engine) -> tuple[float, float]:
-    """(fixed bytes, bytes per input pixel) of ``model``'s forward, by the same count that sizes its tiles:
-    :meth:`Engine.max_tile_pixels` inverted (it is linear in the budget)."""
-    low, high = model.max_tile_pixels(64.0), model.max_tile_pixels(128.0)
-    per_pixel = 64 * 2**30 / max(high - low, 1)
-    return 64 * 2**30 - low * per_pixel, per_pixel
+    def max_tile_pixels(self, max_memory_gb: float = DEFAULT_MAX_MEMORY_GB) -> int:
+        """Input pixels whose forward pass fits ``max_memory_gb`` of Caffe memory (:meth:`forward_costs`)."""
+        fixed, per_pixel = self.forward_costs()
+        return pixels_for_budget(per_pixel, fixed, max_memory_gb)
 
 
 def resolve_tile(model: Engine, tile: int | str | None, overlap: int, max_memory_gb: float) -> Tile:
